@@ -1,0 +1,219 @@
+"""Sampling and mutating architectures from a PCFG, shape-aware and seeded.
+
+The sampler expands rules top-down, threading the tensor :class:`State` through the
+derivation. Operation alternatives that cannot apply to the current state, or that
+would break a limit, are filtered out before the choice and the survivors'
+probabilities renormalised. When no alternative is left, the failure goes back to
+the parent, which drops its choice and tries another (depth-first backtracking).
+Every shape rule is analytic, so a draw costs microseconds per node.
+
+Limits keep the heavy tail bounded: past ``max_depth`` nested modules or
+``max_nodes`` leaves, only the shallowest alternatives of each rule remain (for
+einspace: a module becomes a single computation); parameters and activations are
+hard limits; a draw that needs more than ``max_steps`` expansions restarts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+from einnas.errors import ArchitectureError
+from einnas.grammar.pcfg import Grammar, alt_height
+from einnas.grammar.registry import State
+from einnas.grammar.tree import Architecture, Node, analyse
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on sampled architectures. Seeds and parsed strings are not limited."""
+
+    max_depth: int = 16            # nested modules; beyond it only leaves are chosen
+    max_nodes: int = 200           # leaves counting branch copies; soft, as max_depth
+    max_params: int = 5_000_000    # hard: parameters including the head
+    max_activations: int = 2_000_000  # hard: elements of all intermediate tensors, per sample
+    max_steps: int = 5_000         # expansions in one draw before it restarts
+    max_restarts: int = 200        # restarts before giving up with an error
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Dead(Exception):
+    """No alternative of a rule works here: the parent must choose again."""
+
+
+class _Restart(Exception):
+    """The draw used up its step budget."""
+
+
+class _Context:
+    __slots__ = ("grammar", "rng", "limits", "params", "terminals", "activations", "steps", "mult")
+
+    def __init__(self, grammar: Grammar, rng: random.Random, limits: Limits):
+        self.grammar, self.rng, self.limits = grammar, rng, limits
+        self.params = self.terminals = self.activations = self.steps = 0
+        self.mult = 1
+
+    def save(self):
+        return self.params, self.terminals, self.activations, self.mult
+
+    def restore(self, saved) -> None:
+        self.params, self.terminals, self.activations, self.mult = saved
+
+
+def _expand(ctx: _Context, name: str, state, depth: int, exclude: int | None = None):
+    ctx.steps += 1
+    if ctx.steps > ctx.limits.max_steps:
+        raise _Restart
+    grammar, limits = ctx.grammar, ctx.limits
+    rule = grammar.rules[name]
+    force = depth >= limits.max_depth or ctx.terminals >= limits.max_nodes
+    floor = grammar.min_height[name]
+    candidates = []
+    for alt in rule.alternatives:
+        if alt.prob <= 0 or alt.index == exclude:
+            continue
+        if force and alt_height(alt, grammar.min_height) > floor:
+            continue
+        if alt.op is None:
+            candidates.append((alt, None, 0, 0))
+            continue
+        out = alt.op.spec.shape(state, alt.op.args)
+        if isinstance(out, str):
+            continue
+        params = alt.op.spec.count_params(state, alt.op.args) * ctx.mult
+        acts = (out.numel * ctx.mult) if isinstance(out, State) else 0
+        if ctx.params + params > limits.max_params or ctx.activations + acts > limits.max_activations:
+            continue
+        candidates.append((alt, out, params, acts))
+
+    while candidates:
+        total = sum(c[0].prob for c in candidates)
+        pick = ctx.rng.random() * total
+        for i, candidate in enumerate(candidates):
+            pick -= candidate[0].prob
+            if pick < 0:
+                break
+        alt, out, params, acts = candidates.pop(i)
+        if alt.op is not None:
+            ctx.params += params
+            ctx.activations += acts
+            ctx.terminals += ctx.mult
+            return Node(name, alt.index), out
+        saved = ctx.save()
+        try:
+            if alt.form == "choice":
+                child, out = _expand(ctx, alt.children[0], state, depth)
+                return Node(name, alt.index, (child,)), out
+            return _expand_structure(ctx, alt, state, depth + 1)
+        except _Dead:
+            ctx.restore(saved)
+    raise _Dead
+
+
+def _expand_structure(ctx: _Context, alt, state, depth: int):
+    children = []
+    for step in alt.plan:
+        if step[0] == "map":
+            child, state = _expand(ctx, step[1], state, depth)
+            children.append(child)
+            continue
+        _, split, body, join = step
+        split_node, branches = _expand(ctx, split, state, depth)
+        children.append(split_node)
+        if len(body) == 1:
+            if len(set(branches)) != 1:
+                raise _Dead
+            saved_mult = ctx.mult
+            ctx.mult *= len(branches)
+            inner, out = _expand(ctx, body[0], branches[0], depth)
+            ctx.mult = saved_mult
+            children.append(inner)
+            outs = (out,) * len(branches)
+        elif len(body) == len(branches):
+            outs = []
+            for rule, branch in zip(body, branches):
+                inner, out = _expand(ctx, rule, branch, depth)
+                children.append(inner)
+                outs.append(out)
+            outs = tuple(outs)
+        else:
+            raise _Dead
+        join_node, state = _expand(ctx, join, outs, depth)
+        children.append(join_node)
+    return Node(alt.rule, alt.index, tuple(children)), state
+
+
+def sample_one(
+    grammar: Grammar, rng: random.Random, input_shape, num_classes: int = 10,
+    limits: Limits | None = None, head: str = "tokens",
+) -> Architecture:
+    """Draw one valid architecture; ``rng`` drives every choice."""
+    limits = limits or Limits()
+    start = State.for_input(tuple(input_shape))
+    for _ in range(limits.max_restarts):
+        ctx = _Context(grammar, rng, limits)
+        try:
+            tree, _ = _expand(ctx, "start", start, 0)
+        except (_Dead, _Restart):
+            continue
+        arch = Architecture.from_tree(grammar, tree)
+        info = analyse(arch, input_shape, num_classes, head)
+        if info.params <= limits.max_params:
+            arch.info = info
+            return arch
+    raise ArchitectureError(
+        f"could not sample a valid architecture for input {tuple(input_shape)} within the limits "
+        f"({limits.max_restarts} restarts); loosen --max-params/--max-nodes or check the grammar"
+    )
+
+
+def sample(
+    grammar: Grammar, n: int, seed: int = 0, input_shape=(3, 32, 32), num_classes: int = 10,
+    limits: Limits | None = None, head: str = "tokens",
+) -> list[Architecture]:
+    """Draw ``n`` architectures. Draw ``i`` depends only on ``(seed, i)``, so the first
+    ten of ``n=50`` are the ten of ``n=10``."""
+    return [
+        sample_one(grammar, random.Random(f"einnas:{seed}:{i}"), input_shape, num_classes, limits, head)
+        for i in range(n)
+    ]
+
+
+def mutate(
+    grammar: Grammar, arch: Architecture, rng: random.Random, input_shape, num_classes: int = 10,
+    limits: Limits | None = None, head: str = "tokens", tries: int = 50,
+) -> Architecture:
+    """Resample one random subtree, never keeping the node's current choice.
+
+    The node is uniform over the distinct subtrees of the derivation (a design shared
+    by b branches counts once). Each candidate is checked analytically and against
+    the limits; after ``tries`` failures a fresh sample is returned instead.
+    """
+    limits = limits or Limits()
+    record: dict = {}
+    analyse(arch, input_shape, num_classes, head, record=record)
+    nodes = [
+        entry for entry in record.values()
+        if sum(1 for a in grammar.rules[entry[0].rule].alternatives if a.prob > 0) >= 2
+        or grammar.rules[entry[0].rule].alternatives[entry[0].alt].prob <= 0
+    ]
+    for _ in range(tries if nodes else 0):
+        node, state, depth = nodes[rng.randrange(len(nodes))]
+        ctx = _Context(grammar, rng, limits)
+        try:
+            replacement, _ = _expand(ctx, node.rule, state, depth, exclude=node.alt)
+        except (_Dead, _Restart):
+            continue
+        candidate = Architecture.from_tree(grammar, arch.tree.replace(node, replacement))
+        if candidate.string == arch.string:
+            continue
+        try:
+            info = analyse(candidate, input_shape, num_classes, head)
+        except ArchitectureError:
+            continue
+        if info.params <= limits.max_params and info.activations <= limits.max_activations:
+            candidate.info = info
+            return candidate
+    return sample_one(grammar, rng, input_shape, num_classes, limits, head)

@@ -1,0 +1,263 @@
+"""Derivation trees: the canonical printer, the parser and the analytic shape checker.
+
+A :class:`Node` is one expansion of a grammar rule: the rule's name, which
+alternative was taken and the child nodes for the rule names in it. An
+:class:`Architecture` is a tree with its canonical string (one line, the identity of
+the architecture) and ``archid``, a short hash of that string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from einnas.errors import ArchitectureError
+from einnas.grammar.pcfg import Grammar
+from einnas.grammar.registry import IMAGE, State
+
+MAX_ARCH_CHARS = 2_000_000
+HEADS = ("tokens", "features")
+
+
+class Node:
+    """One rule expansion. ``pos`` is the (line, column) it was parsed from, if any."""
+
+    __slots__ = ("rule", "alt", "children", "pos")
+
+    def __init__(self, rule: str, alt: int, children: tuple = (), pos: tuple[int, int] | None = None):
+        self.rule, self.alt, self.children, self.pos = rule, alt, children, pos
+
+    def walk(self):
+        """All nodes in pre-order."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+    def replace(self, old: "Node", new: "Node") -> "Node":
+        """A copy of this tree with the subtree ``old`` (by identity) replaced by ``new``."""
+        if self is old:
+            return new
+        children = tuple(c.replace(old, new) for c in self.children)
+        if all(a is b for a, b in zip(children, self.children)):
+            return self
+        return Node(self.rule, self.alt, children, self.pos)
+
+
+def to_string(grammar: Grammar, node: Node) -> str:
+    """The canonical one-line string of a derivation: literals joined, ", " after commas."""
+    out: list[str] = []
+
+    def emit(n: Node) -> None:
+        alt = grammar.rules[n.rule].alternatives[n.alt]
+        children = iter(n.children)
+        for kind, value in alt.symbols:
+            if kind == "lit":
+                out.append(value + " " if value == "," else value)
+            else:
+                emit(next(children))
+
+    emit(node)
+    return "".join(out)
+
+
+def archid_of(string: str) -> str:
+    """A 12-hex-character id of a canonical architecture string."""
+    return hashlib.blake2b(string.encode(), digest_size=6).hexdigest()
+
+
+@dataclass
+class ArchInfo:
+    """Analytic figures of an architecture for one input shape (per sample)."""
+
+    params: int
+    terminals: int
+    depth: int
+    activations: int
+    input: State
+    output: State
+    head_params: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "params": self.params, "terminals": self.terminals, "depth": self.depth,
+            "activations": self.activations, "input_shape": list(self.input.shape),
+            "output_shape": list(self.output.shape), "output_mode": self.output.mode,
+        }
+
+
+@dataclass
+class Architecture:
+    """An architecture: its derivation tree, canonical string and id."""
+
+    tree: Node
+    string: str
+    grammar: Grammar = field(repr=False)
+    info: ArchInfo | None = field(default=None, repr=False)
+
+    @property
+    def archid(self) -> str:
+        return archid_of(self.string)
+
+    def __str__(self) -> str:
+        return self.string
+
+    @staticmethod
+    def from_tree(grammar: Grammar, tree: Node, info: ArchInfo | None = None) -> "Architecture":
+        return Architecture(tree, to_string(grammar, tree), grammar, info)
+
+
+def parse_arch(text: str, grammar: Grammar | None = None) -> Architecture:
+    """Parse an architecture string of the grammar's language (whitespace is free).
+
+    Syntax errors raise :class:`~einnas.errors.ArchitectureError` with line and column.
+    """
+    import lark
+
+    if grammar is None:
+        from einnas.grammar.pcfg import load_grammar
+
+        grammar = load_grammar()
+    if len(text) > MAX_ARCH_CHARS:
+        raise ArchitectureError(f"architecture string longer than {MAX_ARCH_CHARS} characters")
+    if not text.strip():
+        raise ArchitectureError("empty architecture string")
+    try:
+        tree = grammar.lark.parse(text)
+    except lark.exceptions.UnexpectedCharacters as error:
+        near = text[error.pos_in_stream : error.pos_in_stream + 20].split("\n")[0]
+        raise ArchitectureError(f"line {error.line}, column {error.column}: unexpected text {near!r}") from None
+    except lark.exceptions.UnexpectedToken as error:
+        if error.token.type == "$END":
+            raise ArchitectureError("unexpected end of the architecture string (unclosed bracket?)") from None
+        expected = sorted(_expected_text(grammar, error.expected))[:8]
+        raise ArchitectureError(
+            f"line {error.line}, column {error.column}: unexpected {error.token.value!r}"
+            + (f"; expected one of {', '.join(expected)}" if expected else "")
+        ) from None
+    except lark.exceptions.UnexpectedEOF:
+        raise ArchitectureError("unexpected end of the architecture string (unclosed bracket?)") from None
+    except lark.exceptions.LarkError as error:
+        raise ArchitectureError(str(error).strip().splitlines()[0]) from None
+    node = _convert(grammar, tree)
+    return Architecture.from_tree(grammar, node)
+
+
+def _expected_text(grammar: Grammar, names) -> set[str]:
+    out = set()
+    for name in names:
+        try:
+            out.add(repr(grammar.lark.get_terminal(name).pattern.value))
+        except (KeyError, AttributeError):
+            out.add(name)
+    return out
+
+
+def _convert(grammar: Grammar, tree) -> Node:
+    import lark
+
+    rule = str(tree.data)
+    symbols, children, pos = [], [], None
+    for child in tree.children:
+        if isinstance(child, lark.Token):
+            symbols.append(("lit", child.value))
+            pos = pos or (child.line, child.column)
+        else:
+            symbols.append(("rule", str(child.data)))
+            converted = _convert(grammar, child)
+            children.append(converted)
+            pos = pos or converted.pos
+    alt = grammar.signatures[rule][tuple(symbols)]
+    # A child that is reachable from `start` through p=0 choices still parses; that is
+    # how seed-only operations are written.
+    return Node(rule, alt, tuple(children), pos)
+
+
+def describe_node(grammar: Grammar, node: Node) -> str:
+    """How an error message names a node: its text (shortened) and position."""
+    text = to_string(grammar, node)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    where = f" at line {node.pos[0]}, column {node.pos[1]}" if node.pos else ""
+    return f"{text!r}{where}"
+
+
+def head_params(state: State, num_classes: int, head: str = "tokens") -> int:
+    """Parameters of the classifier head closing a backbone whose output is ``state``."""
+    if state.mode == IMAGE:
+        features = state.shape[0]
+    else:
+        features = state.shape[0] if head == "tokens" else state.shape[1]
+    return features * num_classes + num_classes
+
+
+class _Tally:
+    __slots__ = ("params", "terminals", "activations", "depth", "record")
+
+    def __init__(self, record):
+        self.params = self.terminals = self.activations = self.depth = 0
+        self.record = record
+
+
+def analyse(arch, input_shape, num_classes: int = 10, head: str = "tokens", record: dict | None = None) -> ArchInfo:
+    """Check an architecture analytically for an input shape and count its figures.
+
+    Raises :class:`~einnas.errors.ArchitectureError` naming the first node whose
+    operation cannot apply. ``record``, if given, receives ``id(node) -> (node,
+    input state, depth)`` for every node (mutation uses it).
+    """
+    grammar, tree = arch.grammar, arch.tree
+    start = State.for_input(tuple(input_shape))
+    tally = _Tally(record)
+    out = _check(grammar, tree, start, 1, 0, tally)
+    if not isinstance(out, State):
+        raise ArchitectureError("the network ends in unjoined branches")
+    extra = head_params(out, num_classes, head)
+    return ArchInfo(tally.params + extra, tally.terminals, tally.depth, tally.activations, start, out, extra)
+
+
+def _check(grammar: Grammar, node: Node, state, mult: int, depth: int, tally: _Tally):
+    if tally.record is not None:
+        tally.record[id(node)] = (node, state, depth)
+    alt = grammar.rules[node.rule].alternatives[node.alt]
+    if alt.op is not None:
+        out = alt.op.spec.shape(state, alt.op.args)
+        if isinstance(out, str):
+            raise ArchitectureError(f"operation {describe_node(grammar, node)} cannot apply to {_shape_text(state)}: {out}")
+        tally.params += alt.op.spec.count_params(state, alt.op.args) * mult
+        tally.terminals += mult
+        tally.activations += (out.numel if isinstance(out, State) else sum(s.numel for s in out)) * mult
+        return out
+    if alt.form == "choice":
+        return _check(grammar, node.children[0], state, mult, depth, tally)
+    depth += 1
+    tally.depth = max(tally.depth, depth)
+    children = iter(node.children)
+    for step in alt.plan:
+        if step[0] == "map":
+            state = _check(grammar, next(children), state, mult, depth, tally)
+            continue
+        _, _, body, _ = step
+        branches = _check(grammar, next(children), state, mult, depth, tally)
+        bodies = [next(children) for _ in body]
+        if len(bodies) == 1:
+            if len(set(branches)) == 1:
+                outs = (_check(grammar, bodies[0], branches[0], mult * len(branches), depth, tally),) * len(branches)
+            else:
+                outs = tuple(_check(grammar, bodies[0], b, mult, depth, tally) for b in branches)
+        elif len(bodies) == len(branches):
+            outs = tuple(_check(grammar, m, b, mult, depth, tally) for m, b in zip(bodies, branches))
+        else:
+            raise ArchitectureError(
+                f"{describe_node(grammar, node)}: {len(branches)} branches but {len(bodies)} branch modules"
+            )
+        state = _check(grammar, next(children), outs, mult, depth, tally)
+    return state
+
+
+def _shape_text(state) -> str:
+    if isinstance(state, tuple) and state and isinstance(state[0], State):
+        return "branches " + ", ".join(_shape_text(s) for s in state)
+    kind = "image" if state.mode == IMAGE else "tokens"
+    return f"{kind} {'x'.join(map(str, state.shape))}"
