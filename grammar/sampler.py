@@ -32,7 +32,7 @@ class Limits:
     max_nodes: int = 200           # leaves counting branch copies; soft, as max_depth
     max_params: int = 5_000_000    # hard: parameters including the head
     max_activations: int = 2_000_000  # hard: elements of all intermediate tensors, per sample
-    max_steps: int = 5_000         # expansions in one draw before it restarts
+    max_steps: int = 1_000         # expansions in one draw before it restarts
     max_restarts: int = 200        # restarts before giving up with an error
 
     def as_dict(self) -> dict:
@@ -68,7 +68,14 @@ def _expand(ctx: _Context, name: str, state, depth: int, exclude: int | None = N
         raise _Restart
     grammar, limits = ctx.grammar, ctx.limits
     rule = grammar.rules[name]
-    force = depth >= limits.max_depth or ctx.terminals >= limits.max_nodes
+    # Past the soft limits, or when the activations left would not pay for a few more
+    # tensors of this size, only the shallowest alternatives remain.
+    numel = state.numel if isinstance(state, State) else sum(s.numel for s in state)
+    force = (
+        depth >= limits.max_depth
+        or ctx.terminals >= limits.max_nodes
+        or ctx.activations + 4 * numel * ctx.mult > limits.max_activations
+    )
     floor = grammar.min_height[name]
     candidates = []
     for alt in rule.alternatives:
@@ -82,6 +89,8 @@ def _expand(ctx: _Context, name: str, state, depth: int, exclude: int | None = N
         out = alt.op.spec.shape(state, alt.op.args)
         if isinstance(out, str):
             continue
+        if not isinstance(out, State) and ctx.terminals + 2 * ctx.mult * len(out) > limits.max_nodes:
+            continue  # a split multiplies every leaf after it: keep the node limit in sight
         params = alt.op.spec.count_params(state, alt.op.args) * ctx.mult
         acts = (out.numel * ctx.mult) if isinstance(out, State) else 0
         if ctx.params + params > limits.max_params or ctx.activations + acts > limits.max_activations:

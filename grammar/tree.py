@@ -261,3 +261,34 @@ def _shape_text(state) -> str:
         return "branches " + ", ".join(_shape_text(s) for s in state)
     kind = "image" if state.mode == IMAGE else "tokens"
     return f"{kind} {'x'.join(map(str, state.shape))}"
+
+
+def to_pretty(grammar: Grammar, node: Node, width: int = 88, indent: str = "    ") -> str:
+    """The canonical string laid out over several lines (the parser ignores whitespace)."""
+    lines: list[str] = []
+
+    def emit(n: Node, level: int, suffix: str) -> None:
+        flat = to_string(grammar, n)
+        pad = indent * level
+        alt = grammar.rules[n.rule].alternatives[n.alt]
+        while alt.form == "choice":
+            n = n.children[0]
+            alt = grammar.rules[n.rule].alternatives[n.alt]
+        kinds = [kind for kind, _ in alt.symbols]
+        regular = kinds[0] == "lit" and kinds[-1] == "lit" and all(
+            kinds[i] != kinds[i + 1] for i in range(len(kinds) - 1)
+        )
+        if len(pad) + len(flat) + len(suffix) <= width or not regular:
+            lines.append(pad + flat + suffix)
+            return
+        lines.append(pad + alt.symbols[0][1])
+        children = iter(n.children)
+        symbols = alt.symbols[1:-1]
+        for i, (kind, _) in enumerate(symbols):
+            if kind == "rule":
+                after = symbols[i + 1][1] if i + 1 < len(symbols) else ""
+                emit(next(children), level + 1, after)
+        lines.append(pad + alt.symbols[-1][1] + suffix)
+
+    emit(node, 0, "")
+    return "\n".join(lines) + "\n"
