@@ -169,7 +169,7 @@ def sample_one(
             continue
         arch = Architecture.from_tree(grammar, tree)
         info = analyse(arch, input_shape, num_classes, head)
-        if info.params <= limits.max_params:
+        if info.params <= limits.max_params and info.activations <= limits.max_activations:
             arch.info = info
             return arch
     raise ArchitectureError(

@@ -227,7 +227,8 @@ def _check(grammar: Grammar, node: Node, state, mult: int, depth: int, tally: _T
             raise ArchitectureError(f"operation {describe_node(grammar, node)} cannot apply to {_shape_text(state)}: {out}")
         tally.params += alt.op.spec.count_params(state, alt.op.args) * mult
         tally.terminals += mult
-        tally.activations += (out.numel if isinstance(out, State) else sum(s.numel for s in out)) * mult
+        if isinstance(out, State):  # splits make views, not new tensors
+            tally.activations += out.numel * mult
         return out
     if alt.form == "choice":
         return _check(grammar, node.children[0], state, mult, depth, tally)
@@ -275,7 +276,7 @@ def to_pretty(grammar: Grammar, node: Node, width: int = 88, indent: str = "    
             n = n.children[0]
             alt = grammar.rules[n.rule].alternatives[n.alt]
         kinds = [kind for kind, _ in alt.symbols]
-        regular = kinds[0] == "lit" and kinds[-1] == "lit" and all(
+        regular = len(kinds) >= 3 and kinds[0] == "lit" and kinds[-1] == "lit" and all(
             kinds[i] != kinds[i + 1] for i in range(len(kinds) - 1)
         )
         if len(pad) + len(flat) + len(suffix) <= width or not regular:
