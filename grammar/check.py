@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+import einnas.grammar.ops  # noqa: F401  (registers the built-in operations, for op_rows)
 from einnas.grammar.pcfg import Grammar, _scan_annotations
 from einnas.grammar.registry import IMAGE, REGISTRY, TOKENS, State
 

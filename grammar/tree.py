@@ -9,6 +9,7 @@ the architecture) and ``archid``, a short hash of that string.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from einnas.errors import ArchitectureError
@@ -127,7 +128,20 @@ def parse_arch(text: str, grammar: Grammar | None = None) -> Architecture:
         tree = grammar.lark.parse(text)
     except lark.exceptions.UnexpectedCharacters as error:
         near = text[error.pos_in_stream : error.pos_in_stream + 20].split("\n")[0]
-        raise ArchitectureError(f"line {error.line}, column {error.column}: unexpected text {near!r}") from None
+        where = f"line {error.line}, column {error.column}"
+        word = re.match(r"[A-Za-z_]\w*(\([^()]*\))?", text[error.pos_in_stream :])
+        if word:
+            from einnas.grammar.registry import REGISTRY
+
+            name = word.group(0).split("(")[0]
+            if REGISTRY.get(name) is None:
+                raise ArchitectureError(f"{where}: unknown operation {word.group(0)!r}") from None
+            if word.group(0) not in {op.text for op in grammar.ops()}:
+                raise ArchitectureError(
+                    f"{where}: operation {word.group(0)!r} is registered but not in the grammar "
+                    f"{grammar.path} (add it to a rule to use it)"
+                ) from None
+        raise ArchitectureError(f"{where}: unexpected text {near!r}") from None
     except lark.exceptions.UnexpectedToken as error:
         if error.token.type == "$END":
             raise ArchitectureError("unexpected end of the architecture string (unclosed bracket?)") from None
