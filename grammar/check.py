@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import einnas.grammar.ops  # noqa: F401  (registers the built-in operations, for op_rows)
-from einnas.grammar.pcfg import Grammar, _scan_annotations
+from einnas.grammar.pcfg import _RULE_START, Grammar, _scan_annotations, _split_comment
 from einnas.grammar.registry import IMAGE, REGISTRY, TOKENS, State
 
 NEAR_CRITICAL = 0.97
@@ -207,7 +207,7 @@ def _critical(grammar: Grammar, names: list[str], mats, reach: np.ndarray, rule:
             return _radius(m)
 
         if radius_at(1.0) >= 1.0:
-            return 1.0
+            return None  # recursion that this rule's probabilities cannot stop
         lo, hi = 0.0, 1.0
         for _ in range(50):  # the radius falls as p rises
             mid = (lo + hi) / 2
@@ -254,6 +254,10 @@ def check_grammar(grammar: Grammar) -> GrammarReport:
         elif status == "sampled" and grammar.min_height[name] >= _NO_PATH:
             errors.append(f"{grammar.path}:{rule.line}: rule {name!r} has no terminating derivation "
                           "through alternatives of positive probability")
+    for lineno, line in enumerate(grammar.text.splitlines(), 1):  # Lark drops rules `start` never uses
+        match = _RULE_START.match(_split_comment(line)[0])
+        if match and match.group(2) not in grammar.rules:
+            warnings.append(f"{grammar.path}:{lineno}: rule {match.group(2)!r} is not reachable from 'start'")
     annotations = _scan_annotations(grammar.text, grammar.path)
     for name, rule in grammar.rules.items():
         for alt in rule.alternatives:
@@ -290,12 +294,13 @@ def check_grammar(grammar: Grammar) -> GrammarReport:
             f"super-critical: the spectral radius is {radius:.3f} >= 1, so the expected network size is "
             "infinite and derivations may never end; samples stay finite only through the sampler's limits"
             + (f" (raise p({critical['rule']} -> {' | '.join(critical['leaf_alternatives'])}) above "
-               f"{critical['p_critical']:.4f})" if critical else "")
+               f"{critical['p_critical']:.4f})" if critical and critical["p_critical"] is not None else "")
         )
     elif max(radius, module_mean or 0.0) >= NEAR_CRITICAL:
+        per_module = f"each module makes {module_mean:.3f} new modules on average" if module_mean else ""
         warnings.append(
-            f"near-critical: each module makes {module_mean or radius:.3f} new modules on average, so sizes "
-            "have a heavy tail; many samples are cut by the sampler's limits"
+            f"near-critical: spectral radius {radius:.3f}{', ' if per_module else ''}{per_module}; sizes have "
+            "a heavy tail and many samples are cut by the sampler's limits"
         )
     warnings.extend(dict.fromkeys(notes))
     return GrammarReport(
@@ -351,11 +356,11 @@ def format_report(report: GrammarReport) -> str:
     ]
     if crit:
         arrow = f"p({crit['rule']} -> {' | '.join(crit['leaf_alternatives'])})"
-        figures.append((f"{arrow} now / critical", f"{crit['p']:.4f} / {crit['p_critical']:.4f}"))
+        figures.append((f"{arrow} now / critical", f"{crit['p']:.4f} / {_fmt(crit['p_critical'], 4)}"))
     figures += [
         ("built network, b copies counted: radius", _fmt(report.radius_built)),
         ("built network: expected leaves", _fmt(report.expected_leaves_built, 1)
-         + (f"  (finite for p > {crit['p_critical_built']:.4f})" if crit else "")),
+         + (f"  (finite for p > {crit['p_critical_built']:.4f})" if crit and crit["p_critical_built"] else "")),
     ]
     width = max(len(k) for k, _ in figures)
     out += ["", "figures (grammar probabilities, before shape filtering and sampler limits)"]

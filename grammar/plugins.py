@@ -22,6 +22,8 @@ _ENTRY_POINTS_DONE = [False]
 
 def load_plugins(plugins=()) -> None:
     """Import each plugin (file path or module name) that is not loaded yet."""
+    import einnas.grammar.ops  # noqa: F401  (built-ins first, so a plugin cannot take their names)
+
     if not _ENTRY_POINTS_DONE[0]:
         _ENTRY_POINTS_DONE[0] = True
         _load_entry_points()

@@ -161,6 +161,9 @@ def sample_one(
     """Draw one valid architecture; ``rng`` drives every choice."""
     limits = limits or Limits()
     start = State.for_input(tuple(input_shape))
+    if grammar.min_height["start"] >= 10**9:  # every draw would only run into max_steps
+        raise ArchitectureError(f"{grammar.path}: no derivation from 'start' ends through alternatives of "
+                                "positive probability; see `einnas grammar check`")
     for _ in range(limits.max_restarts):
         ctx = _Context(grammar, rng, limits)
         try:
