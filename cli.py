@@ -44,6 +44,27 @@ def add_grammar_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    from einnas.grammar.sampler import Limits
+
+    d = Limits()
+    group = parser.add_argument_group("sampling limits")
+    group.add_argument("--max-params", type=positive_int, default=d.max_params, help=f"default {d.max_params:,}")
+    group.add_argument("--max-nodes", type=positive_int, default=d.max_nodes,
+                       help=f"leaves (branch copies counted) after which only leaves are drawn; default {d.max_nodes}")
+    group.add_argument("--max-depth", type=positive_int, default=d.max_depth,
+                       help=f"nested modules after which only leaves are drawn; default {d.max_depth}")
+    group.add_argument("--max-activations", type=positive_int, default=d.max_activations,
+                       help=f"elements of all intermediate tensors per sample; default {d.max_activations:,}")
+
+
+def limits_from(args: argparse.Namespace):
+    from einnas.grammar.sampler import Limits
+
+    return Limits(max_depth=args.max_depth, max_nodes=args.max_nodes, max_params=args.max_params,
+                  max_activations=args.max_activations)
+
+
 def load_grammar_from(args: argparse.Namespace):
     from einnas.grammar import load_grammar
 
@@ -88,6 +109,7 @@ class Sample(Command):
         parser.add_argument("--input-shape", default="3,32,32", help="C,H,W (image) or S,D (tokens); default 3,32,32")
         parser.add_argument("--classes", type=positive_int, default=10)
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+        add_limit_options(parser)
         add_grammar_options(parser)
 
     def run(self, args):
@@ -96,20 +118,520 @@ class Sample(Command):
         grammar = load_grammar_from(args)
         shape = parse_shape(args.input_shape)
         rows = []
-        for arch in sample(grammar, args.n, seed=args.seed, input_shape=shape, num_classes=args.classes):
+        archs = sample(grammar, args.n, seed=args.seed, input_shape=shape, num_classes=args.classes,
+                       limits=limits_from(args))
+        for arch in archs:
             info = arch.info
             rows.append({"archid": arch.archid, "params": info.params, "terminals": info.terminals, "arch": arch.string})
         emit(rows, args.format, ["archid", "params", "terminals", "arch"])
         return 0
 
 
+class GrammarCheck(Command):
+    name = "grammar check"
+    help = "validate a grammar file; print its rules, ops, expected size and whether it is sub-critical"
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", nargs="?", metavar="FILE", help="grammar file (default: the built-in einspace grammar)")
+        parser.add_argument(
+            "--list-ops", nargs="?", const="*", metavar="PATTERN",
+            help="list the registered operations (optionally matching a wildcard such as 'linear*') and exit",
+        )
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+        add_grammar_options(parser)
+
+    def run(self, args):
+        from einnas.errors import GrammarError
+        from einnas.grammar.check import check_grammar, format_report, op_rows
+        from einnas.grammar.plugins import load_plugins
+
+        if args.file and args.grammar and args.file != args.grammar:
+            raise UsageError(f"two grammar files given ({args.file} and --grammar {args.grammar}); give one")
+        load_plugins(args.plugin)
+        path = args.file or args.grammar
+        if args.list_ops is not None and path is None:
+            emit(op_rows(args.list_ops), args.format, ["op", "kind", "args", "default", "source", "doc"])
+            return 0
+        from einnas.grammar import load_grammar
+
+        report = check_grammar(load_grammar(path, plugins=args.plugin))
+        if args.list_ops is not None:
+            rows = op_rows(args.list_ops, report)
+            emit(rows, args.format, ["op", "kind", "args", "default", "in grammar", "source", "doc"])
+        elif args.format == "json":
+            print(json.dumps({**report.as_dict(), "ops": op_rows(report=report)}, indent=2))
+        else:
+            print(format_report(report))
+        if report.errors:
+            more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+            raise GrammarError(report.errors[0] + more)
+        return 0
+
+
 # --- onnx commands ------------------------------------------------------------
+
+
+class Export(Command):
+    name = "export"
+    help = "build one architecture and export it to a self-contained ONNX file"
+
+    def add_arguments(self, parser):
+        parser.add_argument("arch", metavar="ARCH", help="architecture string, @file, or seed name")
+        parser.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write")
+        parser.add_argument("--input-shape", default="3,32,32", help="C,H,W (image) or S,D (tokens); default 3,32,32")
+        parser.add_argument("--classes", type=positive_int, default=10)
+        parser.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                            help="torch exporter (default torchscript: ~10x faster; dynamo needs onnxscript)")
+        add_grammar_options(parser)
+
+    def run(self, args):
+        from einnas.grammar import resolve_arch
+        from einnas.grammar.export import export_onnx
+
+        arch = resolve_arch(args.arch, load_grammar_from(args))
+        model = export_onnx(arch, parse_shape(args.input_shape), args.classes, args.output, exporter=args.exporter)
+        print(f"wrote {args.output}: archid {arch.archid}, {len(model.graph.node)} nodes, {model.ByteSize()} bytes")
+        return 0
+
+
+class Describe(Command):
+    name = "describe"
+    help = "print the text description of an ONNX model (what the predictor reads)"
+
+    def add_arguments(self, parser):
+        parser.add_argument("model", metavar="MODEL.onnx", help="ONNX file (any source)")
+        parser.add_argument("-f", "--format", choices=["text", "json"], default="text")
+        parser.add_argument("--max-chars", type=positive_int, help="cut the text to this many characters (marked)")
+        parser.add_argument("--max-lines", type=positive_int, help="cut the text to this many lines (marked)")
+
+    def run(self, args):
+        from einnas.surrogate.describe import describe
+
+        result = describe(args.model, max_chars=args.max_chars, max_lines=args.max_lines)
+        if args.format == "json":
+            print(json.dumps(result.as_dict(), indent=2))
+            return 0
+        s = result.summary
+        print(result.text)
+        print(f"\nparams {s.params}  macs {s.macs}  flops {s.flops}  depth {s.depth}  "
+              f"nodes {s.nodes} (+{s.folded} folded)" + ("  [text truncated]" if result.truncated else ""))
+        print("ops: " + ", ".join(f"{op} {count}" for op, count in s.op_counts.items()))
+        return 0
+
 
 # --- evaluate commands --------------------------------------------------------
 
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+class Train(Command):
+    name = "train"
+    help = "train one architecture on a dataset; print validation and test accuracy"
+
+    def add_arguments(self, parser):
+        parser.add_argument("arch", metavar="ARCH", help="architecture string, @file, or seed name (e.g. resnet18)")
+        parser.add_argument(
+            "--dataset", required=True, metavar="D",
+            help="digits, mnist1d, mnist5k, or an Unseen-NAS folder / .npz file",
+        )
+        parser.add_argument("--epochs", type=positive_int, default=8, help="epochs (default 8, einspace's search budget)")
+        parser.add_argument(
+            "--seconds", type=_positive_float, metavar="T",
+            help="time limit; a run that exceeds it (or is projected to) fails with reason timeout",
+        )
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if present)")
+        parser.add_argument("--batch-size", type=positive_int, default=256)
+        parser.add_argument("--lr", type=_positive_float, default=0.04)
+        parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+        parser.add_argument("--final", action="store_true", help="train on train+valid, report test accuracy only")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+        add_grammar_options(parser)
+
+    def run(self, args):
+        from tqdm import tqdm
+
+        from einnas.evaluate import TrainConfig, load_dataset, resolve_device, train
+        from einnas.grammar import build_network, resolve_arch
+
+        device = resolve_device(args.device)  # a bad device fails before the slow loads
+        arch = resolve_arch(args.arch, load_grammar_from(args))
+        dataset = load_dataset(args.dataset)
+        config = TrainConfig(
+            epochs=args.epochs, seconds=args.seconds, batch_size=args.batch_size, lr=args.lr, threads=args.threads
+        )
+        bar = tqdm(
+            total=args.epochs, desc=f"train {arch.archid}", unit="epoch", file=sys.stderr, leave=False,
+            disable=args.quiet or not sys.stderr.isatty(),
+        )
+
+        def progress(stats):
+            bar.set_postfix(loss=f"{stats.train_loss:.3f}", **({} if stats.val_acc is None else {"val": f"{stats.val_acc:.4f}"}))
+            bar.update(1)
+
+        try:
+            result = train(
+                lambda: build_network(arch, dataset.input_shape, dataset.num_classes), dataset, config,
+                seed=args.seed, device=device, final=args.final, test=True, progress=progress,
+            )
+        finally:
+            bar.close()
+        if args.format == "json":
+            data = result.to_dict()
+            data.update(archid=arch.archid, arch=arch.string, dataset=dataset.name)
+            print(json.dumps(data, indent=2))
+        else:
+            status = "ok" if result.ok else f"failed: {result.reason}: {result.detail}"
+            pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+            rows = [
+                ("arch", arch.archid + (f" ({args.arch.strip()})" if len(args.arch) <= 40 else "")),
+                ("dataset", dataset.describe()),
+                ("device", result.device),
+                ("params", f"{result.params:,}"),
+                ("epochs", f"{result.epochs_run}/{args.epochs}" + (" (final: train+valid)" if args.final else "")),
+                ("val_acc", pct(result.val_acc)),
+                ("test_acc", pct(result.test_acc)),
+                ("seconds", f"{result.seconds:.1f}"),
+                ("status", status),
+            ]
+            for key, value in rows:
+                print(f"{key:<9} {value}")
+        return 0 if result.ok else 1
+
+
 # --- search commands ----------------------------------------------------------
 
+
+def _add_study_options(parser, creating: bool = False) -> None:
+    parser.add_argument(
+        "--storage", metavar="FILE_OR_URL",
+        help="journal file, sqlite:///FILE or database URL such as postgresql://user@host/db "
+        + ("(default: DIR/study.journal)" if creating else "(default: runs/NAME/study.journal)"),
+    )
+    parser.add_argument(
+        "--study-name", metavar="NAME",
+        help="(default: DATASET-STRATEGY[-INIT]-sSEED)" if creating else "study in the storage (default: its only one)",
+    )
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+class Search(Command):
+    name = "search"
+    help = "search architectures on a dataset (regularised evolution or random sampling) in an Optuna study"
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, or a folder / .npz")
+        parser.add_argument("--trials", type=positive_int, metavar="N", help="evaluated candidates in the study, all workers together")
+        parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--strategy", choices=["re", "random"], default="re", help="regularised evolution (default) or random sampling")
+        parser.add_argument("--init", metavar="SEEDS", help="RE's initial population: random (default), mix, or seed names / @files, e.g. resnet18,vit")
+        parser.add_argument("--population", type=positive_int, help="RE population (default: a third of --trials, 4 to 100)")
+        parser.add_argument("--tournament", type=positive_int, help="RE tournament size (default: 30%% of the population, 2 to 10)")
+        parser.add_argument("--epochs", type=positive_int, help="training epochs per candidate (default 8)")
+        parser.add_argument("--seconds", type=_positive_float, help="time budget per candidate; slower ones fail with reason timeout (default 10)")
+        parser.add_argument("--batch-size", type=positive_int, help="(default 256)")
+        parser.add_argument("--lr", type=_positive_float, help="(default 0.04)")
+        parser.add_argument("--max-params", type=positive_int, help="largest candidate, parameters (default 1,000,000)")
+        parser.add_argument("--max-activations", type=positive_int, help="largest candidate, activation elements per sample (default 250,000)")
+        parser.add_argument("--final-epochs", type=positive_int, help="epochs of the final retrain of the best (default 4 x --epochs)")
+        parser.add_argument("--no-final", action="store_true", help="skip the final retrain and ONNX export (e.g. extra workers)")
+        _add_study_options(parser, creating=True)
+        parser.add_argument("--out", metavar="DIR", help="run folder for the study, ONNX, report and plot (default: runs/NAME)")
+        parser.add_argument("--surrogate", default="none", metavar="default|PATH|none", help="surrogate-assisted proposals (default none)")
+        parser.add_argument("--evaluator", choices=["train", "surrogate"], default="train", help="score by training (default) or by the predictor")
+        parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
+        parser.add_argument("--threads", type=positive_int, help="torch CPU threads while training (default 1: run a worker per core)")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+        add_grammar_options(parser)
+
+    def run(self, args):
+        import optuna
+
+        from einnas.search import Search as Runner
+        from einnas.search import SearchConfig
+        from einnas.search.progress import SearchProgress
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        given = dict(
+            dataset=args.dataset, trials=args.trials, timeout=args.timeout, seed=args.seed, strategy=args.strategy,
+            init=args.init, population=args.population, tournament=args.tournament, epochs=args.epochs,
+            seconds=args.seconds, batch_size=args.batch_size, lr=args.lr, max_params=args.max_params,
+            max_activations=args.max_activations, final_epochs=args.final_epochs, storage=args.storage,
+            study_name=args.study_name, out=args.out, surrogate=args.surrogate, evaluator=args.evaluator,
+            device=args.device, threads=args.threads, grammar=args.grammar, plugins=tuple(args.plugin),
+            final=not args.no_final,
+        )
+        runner = Runner(SearchConfig(**{k: v for k, v in given.items() if v is not None}))
+        if not args.quiet:
+            s = runner.settings
+            print(f"study {runner.study_name} in {runner.storage_shown}", file=sys.stderr)
+            print(f"{runner.dataset.describe()}; strategy {s.get('strategy')}"
+                  + (f" (population {s['population']}, tournament {s['tournament']}, init {s['init']})" if "population" in s else "")
+                  + f"; {s.get('evaluator')}", file=sys.stderr)
+        with SearchProgress(args.trials, quiet=args.quiet) as progress:
+            outcome = runner.run(progress=progress, finish=False)
+        if not args.quiet and not args.no_final and outcome.view.best is not None:
+            print(f"retraining the best (trial {outcome.view.best.number}) in final mode ...", file=sys.stderr)
+        runner.finish(outcome)
+        report = outcome.report
+        if args.format == "json":
+            print(json.dumps(report, indent=2))
+            return 0 if report["best"] else 1
+        t = report["trials"]
+        print(f"study {outcome.study_name}: {t['counted']} trials evaluated ({t['completed']} scored, {t['failed']} failed), "
+              f"this worker {outcome.stats.evaluated} in {outcome.stats.seconds:.1f} s")
+        rows = [dict(row, val_acc=_pct(row["val_acc"])) for row in report["top"]]
+        if rows:
+            emit(rows, "table", ["rank", "trial", "val_acc", "params", "archid", "origin"])
+        best, final = report["best"], report["final"]
+        if best:
+            arch = best["arch"] if len(best["arch"]) <= 400 else best["arch"][:400] + " ... (einnas best --arch-only)"
+            print(f"best: trial {best['trial']} {best['archid']} val {_pct(best['val_acc'])}: {arch}")
+        if final:
+            print(f"final: test {_pct(final['test_acc'])} after {final['epochs']} epochs on train+valid" if final["ok"]
+                  else f"final: retrain failed: {final['reason']}: {final['detail']}")
+        for key, path in outcome.files.items():
+            print(f"{key}: {path}")
+        return 0 if best else 1
+
+
+class Trials(Command):
+    name = "trials"
+    help = "list the trials of a search study"
+
+    def add_arguments(self, parser):
+        _add_study_options(parser)
+        parser.add_argument("--sort", choices=["number", "value"], default="number")
+        parser.add_argument("--limit", type=positive_int, metavar="K", help="show only K rows")
+        parser.add_argument("--arch", action="store_true", help="add the architecture string column")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+
+    def run(self, args):
+        from einnas.search import StudyView, open_existing
+
+        study, _ = open_existing(args.storage, args.study_name)
+        records = list(StudyView.of(study).records)
+        if args.sort == "value":
+            records.sort(key=lambda r: (r.value is None, -(r.value or 0.0), r.number))
+        records = records[: args.limit] if args.limit else records
+        if args.format == "json":
+            print(json.dumps([r.as_dict() for r in records], indent=2))
+            return 0
+        rows = [dict(r.as_dict(), value=_pct(r.value), reason=r.reason or "") for r in records]
+        emit(rows, "table", ["number", "status", "value", "params", "archid", "origin", "parent", "reason", "seconds"]
+             + (["arch"] if args.arch else []))
+        return 0
+
+
+class Best(Command):
+    name = "best"
+    help = "show the best architectures of a search study"
+
+    def add_arguments(self, parser):
+        _add_study_options(parser)
+        parser.add_argument("-n", type=positive_int, default=1, help="how many (default 1)")
+        parser.add_argument("--arch-only", action="store_true", help="print only the best architecture string")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+
+    def run(self, args):
+        from einnas.errors import StudyError
+        from einnas.search import StudyView, open_existing
+
+        study, shown = open_existing(args.storage, args.study_name)
+        top = StudyView.of(study).top(args.n)
+        if not top:
+            raise StudyError(f"study {study.study_name!r} in {shown}: no completed trial yet")
+        if args.arch_only:
+            print(top[0].arch)
+        elif args.format == "json":
+            print(json.dumps([r.as_dict() for r in top], indent=2))
+        else:
+            for rank, r in enumerate(top, 1):
+                print(f"{rank}. trial {r.number}  val {_pct(r.value)}  params {r.params}  archid {r.archid}  "
+                      f"origin {r.origin}\n   {r.arch}")
+        return 0
+
+
 # --- surrogate commands -------------------------------------------------------
+
+
+class BenchBuild(Command):
+    name = "bench build"
+    help = "train sampled (and mutated) architectures; append one record each to a JSON Lines file"
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k or a folder")
+        parser.add_argument("--n", type=positive_int, required=True, help="number of architecture slots")
+        parser.add_argument("--seed", type=int, default=0, help="build seed; slot i's seed derives from (seed, i)")
+        parser.add_argument("--out", required=True, metavar="FILE", help="records file (JSON Lines, appended)")
+        parser.add_argument("--epochs", type=positive_int, help="training epochs (default: the search budget, 8)")
+        parser.add_argument("--seconds", type=float, default=60.0, help="time budget per record (default 60)")
+        parser.add_argument("--max-params", type=positive_int, default=1_000_000)
+        parser.add_argument("--max-activations", type=positive_int, default=1_000_000)
+        parser.add_argument("--mutate", type=float, default=0.3, help="share of mutations of good records (0.3)")
+        parser.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+        parser.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPUs/workers)")
+        parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no line per record on stderr")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+        add_grammar_options(parser)
+
+    def run(self, args):
+        from einnas.surrogate.bench import BenchConfig, build
+
+        if args.seconds is not None and not args.seconds > 0:
+            raise UsageError(f"--seconds {args.seconds}: must be positive")
+        config = BenchConfig(
+            dataset=args.dataset, n=args.n, seed=args.seed, out=args.out, epochs=args.epochs,
+            seconds=args.seconds, max_params=args.max_params, max_activations=args.max_activations,
+            mutate_fraction=args.mutate, threads=args.threads, device=args.device,
+            grammar=args.grammar, plugins=tuple(args.plugin),
+        )
+        summary = build(config, workers=args.workers, quiet=args.quiet)
+        if args.format == "json":
+            print(json.dumps(summary, indent=2))
+        else:
+            for key, value in summary.items():
+                print(f"{key:<13} {value}")
+        return 0
+
+
+def _fmt_metric(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+class SurrogateFit(Command):
+    name = "surrogate fit"
+    help = "fit the surrogate predictor on benchmark records; report held-out Kendall tau / Spearman rho"
+
+    def add_arguments(self, parser):
+        parser.add_argument("records", nargs="+", metavar="RECORDS",
+                            help="JSON Lines files of 'einnas bench build', or folders of ONNX files with "
+                                 "the accuracy in metadata_props (ONNX-Bench style)")
+        parser.add_argument("-o", "--out", required=True, metavar="DIR", help="predictor folder to write")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--holdout", type=float, default=0.2,
+                            help="share of architectures held out for the report, never fitted (default 0.2)")
+        parser.add_argument("--members", type=positive_int, default=5, help="ensemble members (default 5)")
+        parser.add_argument("--no-text", action="store_true", help="numeric graph features only (no text encoder)")
+        parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="text encoder runtime")
+        parser.add_argument("--label-key", metavar="KEY", help="metadata_props key of the accuracy in ONNX folders")
+        parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+
+    def run(self, args):
+        from einnas.surrogate.encoder import TextEncoder, cache_dir
+        from einnas.surrogate.features import DescriptionCache
+        from einnas.surrogate.predictor import FitConfig, featurize, fit, load_records, provenance, save_atomic
+
+        if not 0 <= args.holdout < 1:
+            raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
+        log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
+        records = load_records(args.records, label_key=args.label_key, log=log)
+        folder = args.cache or cache_dir()
+        encoder = None if args.no_text else TextEncoder(runtime=args.runtime, store=folder)
+        data = featurize(records, encoder, DescriptionCache(folder), holdout=args.holdout, log=log)
+        meta = {"encoder": encoder.spec if encoder else None, "holdout": args.holdout,
+                "provenance": provenance(args.seed, [r for r in args.records])}
+        predictor = fit(data, FitConfig(use_text=not args.no_text, members=args.members, seed=args.seed),
+                        meta=meta, log=log)
+        save_atomic(predictor, args.out)
+        if args.format == "json":
+            print(json.dumps({"out": args.out, "training": predictor.meta["training"],
+                              "selection": predictor.meta["selection"], "heldout": predictor.meta["heldout"]}, indent=2))
+            return 0
+        print(f"predictor  {args.out}")
+        for name, info in predictor.meta["training"].items():
+            print(f"records    {name}: train {info['train']}, val {info['val']}, held out {info['test']}")
+        print(f"selected   {predictor.meta['config_chosen']}")
+        for name, m in predictor.meta["heldout"].items():
+            print(f"held out   {name}: n {m['n']}, Kendall tau {_fmt_metric(m['kendall_tau'])}, "
+                  f"Spearman rho {_fmt_metric(m['spearman_rho'])}")
+        return 0
+
+
+class SurrogateEval(Command):
+    name = "surrogate eval"
+    help = "Kendall tau and Spearman rho of a predictor on the held-out split of records"
+
+    def add_arguments(self, parser):
+        parser.add_argument("predictor", nargs="?", default="default", metavar="DIR",
+                            help="predictor folder (default: the shipped one)")
+        parser.add_argument("--records", nargs="+", required=True, metavar="RECORDS",
+                            help="JSON Lines files or ONNX folders, as for 'surrogate fit'")
+        parser.add_argument("--split", choices=["test", "all"], default="test",
+                            help="test: the held-out architectures only (default); all: every record "
+                                 "(fair only for datasets the predictor was not fitted on)")
+        parser.add_argument("--label-key", metavar="KEY")
+        parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
+        parser.add_argument("-q", "--quiet", action="store_true")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+
+    def run(self, args):
+        from einnas.surrogate.encoder import TextEncoder, cache_dir
+        from einnas.surrogate.features import DescriptionCache
+        from einnas.surrogate.predictor import evaluate_records, load_records
+        from einnas.surrogate.score import load_predictor
+
+        predictor = load_predictor(args.predictor)
+        log = None if args.quiet else (lambda line: print(f"einnas surrogate eval: {line}", file=sys.stderr, flush=True))
+        records = load_records(args.records, label_key=args.label_key, log=log)
+        folder = args.cache or cache_dir()
+        runtime = (predictor.meta.get("encoder") or {}).get("runtime", "onnx")
+        encoder = TextEncoder(runtime=runtime, store=folder) if predictor.config.use_text else None
+        rows = evaluate_records(predictor, records, encoder, DescriptionCache(folder), split=args.split, log=log)
+        if args.format == "json":
+            print(json.dumps(rows, indent=2))
+            return 0
+        emit([{**r, **{k: _fmt_metric(r.get(k)) for k in ("kendall_tau", "spearman_rho", "kendall_tau_above_chance",
+                                                          "params_kendall_tau")}} for r in rows],
+             "table", ["dataset", "split", "n", "kendall_tau", "spearman_rho", "kendall_tau_above_chance",
+                       "params_kendall_tau", "note"])
+        return 0
+
+
+class Score(Command):
+    name = "score"
+    help = "predicted accuracy (with uncertainty) of ONNX files"
+
+    def add_arguments(self, parser):
+        parser.add_argument("files", nargs="+", metavar="MODEL.onnx")
+        parser.add_argument("--predictor", default="default", metavar="DIR",
+                            help="predictor folder (default: the shipped one)")
+        parser.add_argument("--threads", type=positive_int, help="encoder CPU threads (default: up to 2)")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+
+    def run(self, args):
+        from einnas.surrogate.score import Scorer, load_predictor
+
+        scorer = Scorer(load_predictor(args.predictor), threads=args.threads)
+        results = scorer.score_files(args.files)
+        failed = [r for r in results if r.error is not None]
+        for r in failed:
+            print(f"einnas score: error: {r.error}", file=sys.stderr)
+        if args.format == "json":
+            print(json.dumps([r.as_dict() for r in results], indent=2))
+        else:
+            rows = [{"file": r.name, "predicted": f"{r.mean:.4f}", "std": f"±{r.std:.4f}",
+                     "params": f"{r.params:,}", "note": r.note} for r in results if r.error is None]
+            if rows:
+                emit(rows, "table", ["file", "predicted", "std", "params", "note"])
+        return 2 if failed else 0
 
 
 def _commands() -> list[Command]:
@@ -162,6 +684,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"einnas {command.name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `einnas sample | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""Evaluators score one architecture; failures come back as results, never exceptions.
+
+The search loop calls :meth:`Evaluator.evaluate` once per trial, in the worker that
+owns the trial, with a seed derived from (study seed, archid): a retried architecture
+is trained with the same seed. :class:`TrainingEvaluator` trains from scratch with
+the einspace protocol (``einnas.evaluate.train``); a predicted-score evaluator (the
+surrogate, in ``einnas.search.assisted``) implements the same interface with
+``scored_by = "predicted"``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from einnas.errors import ArchitectureError
+
+if TYPE_CHECKING:
+    from einnas.evaluate import Dataset, TrainConfig
+    from einnas.grammar import Architecture
+
+
+@dataclass
+class Evaluation:
+    """The score of one architecture, or why it has none.
+
+    ``value`` is the objective (validation accuracy, maximised) when ``ok``;
+    otherwise ``reason`` is a short code (``nan_loss``, ``oom``, ``timeout``,
+    ``runtime_error``, ``too_large``, ``invalid``, ...) and ``detail`` one line.
+    """
+
+    ok: bool
+    value: float | None = None
+    reason: str | None = None
+    detail: str = ""
+    params: int | None = None
+    seconds: float = 0.0
+    curve: list[float] = field(default_factory=list)  # objective after each epoch, if any
+    extra: dict = field(default_factory=dict)  # further JSON-able user attributes
+
+
+class Evaluator(ABC):
+    """Scores architectures for the search loop.
+
+    ``scored_by`` is written on every trial (``trained`` or ``predicted``), so a
+    study says how each of its numbers was obtained.
+    """
+
+    scored_by: ClassVar[str]
+
+    def settings(self) -> dict:
+        """Called once when the study is opened: what makes scores comparable (stored in
+        the study; a worker whose settings differ is refused)."""
+        return {"evaluator": self.scored_by}
+
+    @abstractmethod
+    def evaluate(self, arch: "Architecture", seed: int) -> Evaluation:
+        """Called once per trial with the trial's architecture and seed. Must not raise
+        for a bad candidate: return ``Evaluation(ok=False, reason=...)`` instead."""
+
+
+class TrainingEvaluator(Evaluator):
+    """Train the candidate from scratch on the train split; score = validation accuracy.
+
+    Example::
+
+        evaluator = TrainingEvaluator(load_dataset("digits"), TrainConfig(epochs=8, seconds=10))
+        result = evaluator.evaluate(arch, seed=0)
+    """
+
+    scored_by = "trained"
+
+    def __init__(self, dataset: "Dataset", config: "TrainConfig", device: str = "auto"):
+        from einnas.evaluate import resolve_device
+
+        self.dataset, self.config = dataset, config
+        self.device = resolve_device(device)
+        self._warmed = False
+
+    def settings(self):
+        c = self.config
+        return {
+            "evaluator": self.scored_by, "epochs": c.epochs, "seconds": c.seconds, "batch_size": c.batch_size,
+            "lr": c.lr, "weight_decay": c.weight_decay, "max_params": c.max_params,
+        }
+
+    def evaluate(self, arch, seed):
+        from einnas.evaluate import train
+        from einnas.grammar import build_network
+
+        self._warm_up()
+        ds = self.dataset
+
+        def factory():
+            return build_network(arch, ds.input_shape, ds.num_classes)
+
+        try:
+            result = train(factory, ds, self.config, seed=seed, device=self.device)
+        except ArchitectureError as error:  # the builder refused the tree
+            return Evaluation(False, reason="invalid", detail=str(error)[:300])
+        return Evaluation(
+            ok=result.ok, value=result.val_acc, reason=result.reason, detail=result.detail,
+            params=result.params, seconds=result.seconds,
+            curve=[s.val_acc for s in result.curve if s.val_acc is not None],
+            extra={"epochs_run": result.epochs_run, "device": result.device},
+        )
+
+    def _warm_up(self) -> None:
+        """Run one tiny step before the first candidate, so torch's one-time start-up cost
+        does not count against the first candidate's time budget."""
+        if self._warmed:
+            return
+        self._warmed = True
+        import math
+
+        import numpy as np
+        import torch
+
+        from einnas.evaluate import TrainConfig, from_arrays, train
+
+        shape, classes = self.dataset.input_shape, self.dataset.num_classes
+        x, y = np.zeros((4, *shape), dtype=np.float32), np.arange(4) % classes
+        tiny = from_arrays("warm-up", (x, y), (x, y), (x, y), num_classes=classes)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(shape), classes))
+        train(model, tiny, TrainConfig(epochs=1, batch_size=4, threads=self.config.threads), device=self.device)

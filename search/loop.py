@@ -1,0 +1,187 @@
+"""The worker loop: claim a slot, propose, evaluate, tell — with the study as the only state.
+
+Any number of processes may run :func:`run_worker` on one study. The requested
+number of trials is met exactly: a trial asked for when all ``trials`` slots are
+claimed (by evaluated, running or waiting trials with lower numbers) is not
+evaluated but marked PRUNED with ``reason=surplus``. Because trial numbers are
+handed out in one order by the storage, the k-th evaluated trial saw at least
+k-1 claims below it, so no more than ``trials`` are ever evaluated; a worker
+stops only when ``trials`` are counted, so no fewer are (see ``records.py`` for
+what counts).
+
+Randomness: trial ``n`` proposes with ``random.Random(f"einnas:search:{seed}:{n}")``
+and trains its architecture with a seed derived from (seed, archid), so the same
+sequential search with the same seed evaluates the same architectures in the same
+order, and a retried architecture is trained exactly as the first time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from einnas.errors import ArchitectureError
+from einnas.search.evaluators import Evaluation, Evaluator
+from einnas.search.records import (
+    ARCH, ARCHID, CURVE, DETAIL, ORIGIN, PARAMS, PARENT, REASON, SCORED_BY, SECONDS, SURPLUS, WORKER,
+    StudyView, TrialRecord, records_from_trials,
+)
+from einnas.search.storage import (
+    GRACE_PERIOD, HEARTBEAT_INTERVAL, Heartbeat, StaleMonitor, fail_lost_trials, release_trial, worker_identity,
+)
+from einnas.search.strategies import Proposal, Strategy
+
+MAX_PROPOSALS = 25  # proposals per trial before giving up on finding a new architecture
+NO_NEW_ARCH = "no_new_architecture"
+
+
+def trial_rng(seed: int, number: int) -> random.Random:
+    """The random stream of trial ``number`` of a search with ``seed``."""
+    return random.Random(f"einnas:search:{seed}:{number}")
+
+
+def training_seed(seed: int, archid: str) -> int:
+    """The training seed of an architecture in a search with ``seed`` (31 bits)."""
+    digest = hashlib.blake2b(f"einnas:train:{seed}:{archid}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+@dataclass
+class WorkerStats:
+    """What one worker did (the study holds the full record)."""
+
+    evaluated: int = 0
+    surplus: int = 0
+    released: int = 0  # lost trials of dead workers this worker failed and queued again
+    seconds: float = 0.0
+    stopped_by: str = ""  # "trials", "timeout"
+
+
+#: Called after every look at the study: (view, the trial this worker just finished or None).
+Progress = Callable[[StudyView, "TrialRecord | None"], None]
+
+
+def run_worker(
+    study, strategy: Strategy, evaluator: Evaluator, *, seed: int, trials: int | None = None,
+    timeout: float | None = None, progress: Progress | None = None,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL, grace_period: float = GRACE_PERIOD, poll: float = 1.0,
+) -> WorkerStats:
+    """Run trials on ``study`` until ``trials`` are counted (all workers together) or
+    ``timeout`` seconds have passed (no new trial starts after it).
+
+    Returns when done; an interrupt (KeyboardInterrupt) fails the running trial and
+    queues its architecture again, then propagates.
+    """
+    if trials is None and timeout is None:
+        raise ValueError("give trials or timeout")
+    monitor = StaleMonitor(grace_period)
+    stats = WorkerStats()
+    start = time.monotonic()
+    while True:
+        if timeout is not None and time.monotonic() - start >= timeout:
+            stats.stopped_by = "timeout"
+            break
+        stats.released += fail_lost_trials(study, monitor)
+        view = StudyView.of(study)
+        if progress:
+            progress(view, None)
+        if trials is not None:
+            if view.counted >= trials:
+                stats.stopped_by = "trials"
+                break
+            if view.counted + view.running >= trials and not view.waiting:
+                time.sleep(poll)  # the last slots are held by running trials: wait for them
+                continue
+        record = _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval)
+        if record is None:
+            stats.surplus += 1
+            continue
+        stats.evaluated += 1
+        if progress:
+            progress(StudyView.of(study), record)
+    stats.seconds = time.monotonic() - start
+    return stats
+
+
+def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval) -> TrialRecord | None:
+    import optuna
+
+    trial = study.ask()
+    trial.set_user_attr(WORKER, worker_identity())
+    try:
+        with Heartbeat(study, trial._trial_id, heartbeat_interval):
+            view = StudyView.of(study)
+            if trials is not None and view.claims_before(trial.number) >= trials:
+                trial.set_user_attr(REASON, SURPLUS)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+                return None
+            proposal = _choose(study, trial, strategy, seed)
+            if proposal is None:
+                evaluation = Evaluation(False, reason=NO_NEW_ARCH, detail=f"{MAX_PROPOSALS} proposals were all taken")
+            else:
+                evaluation = evaluator.evaluate(proposal.arch, training_seed(seed, proposal.arch.archid))
+            frozen = _tell(study, trial, evaluator, evaluation)
+    except BaseException:
+        # Interrupted or an einnas bug: give the slot and the architecture back.
+        try:
+            release_trial(study, study._storage.get_trial(trial._trial_id))
+        except Exception:  # noqa: BLE001 - the storage failing too: heartbeats will tell the others
+            pass
+        raise
+    return records_from_trials([frozen])[0]
+
+
+def _choose(study, trial, strategy: Strategy, seed: int) -> Proposal | None:
+    """The trial's architecture: the queued one of a retried trial, else a new proposal
+    whose archid no other trial holds (checked again after writing it, so two workers
+    proposing the same architecture at once both see it and at least one moves on)."""
+    attrs = trial.user_attrs
+    if ARCH in attrs:  # a lost trial's architecture, queued again
+        try:
+            arch = strategy.space.parse(attrs[ARCH])
+        except ArchitectureError:
+            arch = None
+        if arch is not None and not StudyView.of(study).holders(arch.archid, besides=trial.number):
+            return Proposal(arch, attrs.get(ORIGIN) or "retry", attrs.get(PARENT))
+    rng = trial_rng(seed, trial.number)
+    view = StudyView.of(study)
+    for _ in range(MAX_PROPOSALS):
+        proposal = strategy.propose(view, trial.number, rng)
+        archid = proposal.arch.archid
+        if view.holders(archid, besides=trial.number):
+            continue
+        info = proposal.arch.info
+        for key, value in (
+            (ARCH, proposal.arch.string), (ARCHID, archid), (PARAMS, info.params if info else None),
+            (ORIGIN, proposal.origin), (PARENT, proposal.parent),
+        ):
+            trial.set_user_attr(key, value)
+        view = StudyView.of(study)
+        if not view.holders(archid, besides=trial.number):
+            return proposal
+    return None
+
+
+def _tell(study, trial, evaluator: Evaluator, evaluation: Evaluation):
+    import optuna
+
+    ok = evaluation.ok and evaluation.value is not None and math.isfinite(evaluation.value)
+    attrs = {SCORED_BY: evaluator.scored_by, SECONDS: round(evaluation.seconds, 3), CURVE: list(evaluation.curve)}
+    if evaluation.params is not None:
+        attrs[PARAMS] = evaluation.params
+    if not ok:
+        attrs[REASON] = evaluation.reason or "no_score"
+        attrs[DETAIL] = evaluation.detail or ("the evaluator returned no finite score" if evaluation.ok else "")
+    attrs.update(evaluation.extra)
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    for step, value in enumerate(evaluation.curve, 1):
+        if value is not None and math.isfinite(value):
+            trial.report(value, step)
+    if ok:
+        return study.tell(trial, evaluation.value, skip_if_finished=True)
+    return study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)

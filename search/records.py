@@ -1,0 +1,197 @@
+"""Reading a study: each trial as a :class:`TrialRecord`, the study as a :class:`StudyView`.
+
+The study is the one record of a search. Every trial carries, as Optuna user
+attributes, the architecture and how it was scored:
+
+===============  =============================================================
+``arch``         canonical architecture string
+``archid``       its 12-hex-character id
+``params``       parameter count (analytic, head included)
+``origin``       ``init`` / ``seed:<name>`` / ``mutation`` / ``random`` / ``retry``
+``parent``       trial number of the parent (mutations only)
+``scored_by``    ``trained`` or ``predicted``
+``reason``       failure code of a failed candidate (``nan_loss``, ``timeout``, ...),
+                 or ``surplus`` for a trial beyond the requested count (PRUNED)
+``detail``       one line about the failure
+``curve``        validation accuracy after each epoch
+``seconds``      wall clock of the evaluation
+``worker``       host and process that ran it; ``heartbeat`` its last sign of life
+===============  =============================================================
+
+How a trial counts towards ``--trials N``:
+
+* *counted*: COMPLETE, or FAIL with a ``reason`` (the candidate was evaluated and
+  failed) and not retried;
+* *claim*: counted, RUNNING or WAITING (it holds one of the N slots);
+* *lost*: FAIL without a reason (its worker died or was interrupted) — its
+  architecture is retried in a new WAITING trial;
+* *surplus*: PRUNED with ``reason=surplus`` — it was asked for when all N slots were
+  already claimed, and was never evaluated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterable
+
+ARCH, ARCHID, PARAMS, ORIGIN, PARENT = "arch", "archid", "params", "origin", "parent"
+SCORED_BY, REASON, DETAIL, CURVE, SECONDS = "scored_by", "reason", "detail", "curve", "seconds"
+WORKER, HEARTBEAT = "worker", "heartbeat"
+SURPLUS = "surplus"
+#: Study user attribute holding the search settings every worker must share.
+CONFIG_ATTR = "einnas"
+#: System attribute names of Optuna's RetryHeartbeatStaleTrialCallback (kept compatible).
+FAILED_TRIAL, RETRY_HISTORY = "failed_trial", "retry_history"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the search sees it (see the module docstring for the attributes)."""
+
+    number: int
+    state: str  # Optuna TrialState name: COMPLETE, FAIL, RUNNING, WAITING, PRUNED
+    value: float | None
+    arch: str | None
+    archid: str | None
+    params: int | None
+    origin: str | None
+    parent: int | None
+    scored_by: str | None
+    reason: str | None
+    detail: str
+    seconds: float | None
+    retried: bool  # a lost trial whose architecture went to a new trial
+    retry_of: int | None  # the trial this one retries
+    attrs: dict
+
+    @property
+    def counted(self) -> bool:
+        """Evaluated: counts towards the requested number of trials."""
+        if self.state == "COMPLETE":
+            return True
+        return self.state == "FAIL" and bool(self.reason) and self.reason != SURPLUS and not self.retried
+
+    @property
+    def claim(self) -> bool:
+        """Holds one of the requested slots: counted, running or waiting to run."""
+        return self.counted or self.state in ("RUNNING", "WAITING")
+
+    @property
+    def failed(self) -> bool:
+        """A counted candidate that failed (its ``reason`` says why)."""
+        return self.counted and self.state == "FAIL"
+
+    @property
+    def lost(self) -> bool:
+        return self.state == "FAIL" and not self.counted
+
+    @property
+    def status(self) -> str:
+        """A word for tables: ok, failed, running, waiting, lost, surplus."""
+        if self.state == "COMPLETE":
+            return "ok"
+        if self.failed:
+            return "failed"
+        if self.lost:
+            return "lost (retried)" if self.retried else "lost"
+        if self.state == "PRUNED":
+            return self.reason or "pruned"
+        return self.state.lower()
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON output."""
+        return {
+            "number": self.number, "state": self.state, "status": self.status, "value": self.value,
+            "archid": self.archid, "params": self.params, "origin": self.origin, "parent": self.parent,
+            "scored_by": self.scored_by, "reason": self.reason, "detail": self.detail,
+            "seconds": self.seconds, "retry_of": self.retry_of, "arch": self.arch,
+            "curve": self.attrs.get(CURVE),
+        }
+
+
+def records_from_trials(trials: Iterable) -> list[TrialRecord]:
+    """Turn Optuna ``FrozenTrial`` objects into records, sorted by trial number."""
+    trials = sorted(trials, key=lambda t: t.number)
+    retried = {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY, ())}
+    out = []
+    for t in trials:
+        a = t.user_attrs
+        history = t.system_attrs.get(RETRY_HISTORY) or ()
+        out.append(TrialRecord(
+            number=t.number, state=t.state.name, value=t.value if t.state.name == "COMPLETE" else None,
+            arch=a.get(ARCH), archid=a.get(ARCHID), params=a.get(PARAMS), origin=a.get(ORIGIN),
+            parent=a.get(PARENT), scored_by=a.get(SCORED_BY), reason=a.get(REASON),
+            detail=a.get(DETAIL) or "", seconds=a.get(SECONDS), retried=t.number in retried,
+            retry_of=history[-1] if history else None, attrs=dict(a),
+        ))
+    return out
+
+
+class StudyView:
+    """A read-only snapshot of a study's trials, given to strategies.
+
+    Strategies read their population from it; the search loop reads the counts.
+    """
+
+    def __init__(self, records: Iterable[TrialRecord]):
+        self.records: tuple[TrialRecord, ...] = tuple(sorted(records, key=lambda r: r.number))
+
+    @classmethod
+    def of(cls, study) -> "StudyView":
+        """Snapshot an Optuna study (reads its storage once)."""
+        return cls(records_from_trials(study.get_trials(deepcopy=False)))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @cached_property
+    def counted(self) -> int:
+        return sum(r.counted for r in self.records)
+
+    @cached_property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.records)
+
+    @cached_property
+    def running(self) -> int:
+        return sum(r.state == "RUNNING" for r in self.records)
+
+    @cached_property
+    def waiting(self) -> int:
+        return sum(r.state == "WAITING" for r in self.records)
+
+    def claims_before(self, number: int) -> int:
+        """Slots held by trials numbered below ``number``."""
+        return sum(r.claim for r in self.records if r.number < number)
+
+    @cached_property
+    def taken(self) -> dict[str, int]:
+        """archid -> trial number, for every architecture evaluated or being evaluated."""
+        out: dict[str, int] = {}
+        for r in self.records:
+            if r.claim and r.archid:
+                out.setdefault(r.archid, r.number)
+        return out
+
+    def holders(self, archid: str, besides: int) -> list[int]:
+        """Numbers of trials other than ``besides`` that hold ``archid`` (evaluated or running)."""
+        return [r.number for r in self.records if r.claim and r.archid == archid and r.number != besides]
+
+    @cached_property
+    def completed(self) -> tuple[TrialRecord, ...]:
+        """COMPLETE trials in number order (the ones with a score)."""
+        return tuple(r for r in self.records if r.state == "COMPLETE" and r.value is not None)
+
+    @cached_property
+    def best(self) -> TrialRecord | None:
+        """The completed trial with the highest score (the lowest number on ties)."""
+        best = None
+        for r in self.completed:
+            if best is None or r.value > best.value:
+                best = r
+        return best
+
+    def top(self, k: int) -> list[TrialRecord]:
+        """The ``k`` best completed trials, best first (lower number first on ties)."""
+        return sorted(self.completed, key=lambda r: (-r.value, r.number))[:k]

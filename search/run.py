@@ -1,0 +1,257 @@
+"""One search, start to finish: what ``einnas search`` runs.
+
+:class:`SearchConfig` holds every option with a default sized for two CPU cores;
+:class:`Search` opens (or joins) the study, runs this process's worker loop and
+writes the results. Running the same command again continues the same study.
+
+Example::
+
+    from einnas.search import Search, SearchConfig
+
+    search = Search(SearchConfig(dataset="digits", trials=30, seed=0))
+    outcome = search.run()           # trials, then the final retrain, ONNX, report, plot
+    print(outcome.report["best"], outcome.out_dir)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from einnas.errors import UsageError
+from einnas.search.loop import Progress, WorkerStats, run_worker
+from einnas.search.records import StudyView
+from einnas.search.storage import (
+    GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study,
+)
+
+# Defaults sized so that `einnas search --dataset digits --trials 30` (training, final
+# retrain and export) takes a few minutes on two CPU cores.
+DEFAULT_EPOCHS = 8  # einspace's search epochs
+DEFAULT_SECONDS = 10.0  # per candidate; slower candidates fail with reason timeout (most fail after epoch 1)
+DEFAULT_MAX_PARAMS = 1_000_000  # sampled and mutated candidates stay below this
+DEFAULT_MAX_ACTIVATIONS = 250_000  # elements per sample; at batch 256 that is ~256 MB of float32
+DEFAULT_FINAL_FACTOR = 4  # final retrain epochs = 4 x search epochs (einspace: 8x, at a GPU's pace)
+
+
+@dataclass
+class SearchConfig:
+    """Every option of a search. ``trials`` and/or ``timeout`` bound this worker's loop."""
+
+    dataset: str
+    trials: int | None = None  # evaluated candidates of the whole study (all workers)
+    timeout: float | None = None  # seconds after which this worker starts no new trial
+    seed: int = 0
+    strategy: str = "re"  # re | random
+    init: str | None = None  # RE's initial population: None/random, mix, or seed names / @files
+    population: int | None = None  # None: scaled to the budget (einspace: 100)
+    tournament: int | None = None  # None: scaled to the budget (einspace: 10)
+    epochs: int = DEFAULT_EPOCHS
+    seconds: float | None = DEFAULT_SECONDS
+    batch_size: int = 256  # einspace's
+    lr: float = 0.04
+    # None: the defaults above, raised to fit the --init seeds (1.25 x the largest)
+    max_params: int | None = None
+    max_activations: int | None = None
+    device: str = "auto"
+    # torch CPU threads while training. One: small candidates gain nothing from intra-op
+    # threads, and on a busy 2-core machine one thread made the main job 2-3x faster
+    # (measured: 30 trials in 80 s instead of 268 s). Run one worker per core instead.
+    threads: int | None = 1
+    storage: str | None = None  # journal file path or database URL; None: <out>/study.journal
+    study_name: str | None = None  # None: <dataset>-<strategy>[-<init>]-s<seed>
+    out: str | None = None  # None: runs/<study name>
+    final: bool = True  # retrain the best in final mode and export it
+    final_epochs: int | None = None  # None: DEFAULT_FINAL_FACTOR x epochs
+    grammar: str | None = None
+    plugins: tuple[str, ...] = ()
+    surrogate: str = "none"  # none | default | PATH (einnas.search.assisted)
+    evaluator: str = "train"  # train | surrogate
+    heartbeat_interval: int = HEARTBEAT_INTERVAL
+    grace_period: int = GRACE_PERIOD
+    top: int = 10  # rows of the results table
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` for values out of range or inconsistent."""
+        if self.trials is None and self.timeout is None:
+            raise UsageError("give --trials N, --timeout SECONDS or both")
+        for name in ("trials", "epochs", "batch_size", "max_params", "max_activations", "population",
+                     "tournament", "final_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, not {value}")
+        for name in ("timeout", "seconds", "lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise UsageError(f"--{name} must be positive, not {value}")
+        if self.strategy not in ("re", "random"):
+            raise UsageError(f"--strategy {self.strategy!r}: expected re or random")
+        if self.strategy == "random" and self.init not in (None, "random"):
+            raise UsageError("--init seeds the population of regularised evolution; it needs --strategy re")
+        if self.evaluator not in ("train", "surrogate"):
+            raise UsageError(f"--evaluator {self.evaluator!r}: expected train or surrogate")
+        if self.evaluator == "surrogate" and self.surrogate == "none":
+            raise UsageError("--evaluator surrogate needs a predictor: --surrogate default or --surrogate PATH")
+        if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.study_name):
+            raise UsageError(f"--study-name {self.study_name!r}: use letters, digits, '.', '_' and '-' only")
+
+
+def default_study_name(config: SearchConfig, dataset_label: str) -> str:
+    """``<dataset>-<strategy>[-<init>][-surrogate]-s<seed>``: the same command names the same study."""
+    parts = [re.sub(r"[^A-Za-z0-9._-]+", "_", dataset_label).strip("_.") or "data", config.strategy]
+    if config.init not in (None, "random"):
+        parts.append(re.sub(r"[^A-Za-z0-9]+", "+", Path(config.init).stem if config.init.startswith("@")
+                            else config.init).strip("+"))
+    if config.surrogate != "none" or config.evaluator != "train":
+        parts.append(f"{config.evaluator}-assisted")
+    return "-".join(parts) + f"-s{config.seed}"
+
+
+@dataclass
+class SearchOutcome:
+    """What :meth:`Search.run` did: this worker's stats, the study's state and the report."""
+
+    study_name: str
+    storage: str
+    out_dir: Path
+    stats: WorkerStats
+    view: StudyView
+    report: dict | None = None
+    files: dict = field(default_factory=dict)
+
+
+def _fit(default: int, sizes: list[int]) -> int:
+    """A limit that the seed architectures fit in with room for their children."""
+    return max([default] + [int(1.25 * size) for size in sizes])
+
+
+def _assisted():
+    try:
+        import einnas.search.assisted as assisted
+    except ModuleNotFoundError as error:
+        if error.name in ("einnas.search.assisted",):
+            raise UsageError("surrogate-assisted search needs einnas.search.assisted, which this build lacks") from None
+        raise
+    return assisted
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("einnas")
+    except Exception:  # noqa: BLE001 - metadata is optional (source checkout)
+        return "unknown"
+
+
+class Search:
+    """A prepared search: dataset, space, strategy, evaluator and the opened study.
+
+    Constructing it loads everything and opens (or joins) the study, so option and
+    storage errors surface before any training. :meth:`run` then runs the trials.
+    """
+
+    def __init__(self, config: SearchConfig):
+        from einnas.evaluate import TrainConfig, load_dataset
+        from einnas.grammar import DEFAULT_GRAMMAR, Limits, load_grammar
+        from einnas.search.evaluators import TrainingEvaluator
+        from einnas.search.space import SearchSpace
+        from einnas.search.strategies import (
+            RandomSampling, RegularisedEvolution, population_sizes, resolve_init, tournament_size,
+        )
+
+        config.check()
+        self.config = config
+        grammar = load_grammar(config.grammar, plugins=config.plugins)
+        self.dataset = load_dataset(config.dataset)
+        self.space = SearchSpace(grammar, tuple(self.dataset.input_shape), self.dataset.num_classes)
+        seeds = resolve_init(config.init, self.space) if config.strategy == "re" else []
+        limits = Limits(
+            max_params=config.max_params or _fit(DEFAULT_MAX_PARAMS, [a.info.params for _, a in seeds]),
+            max_activations=config.max_activations or _fit(DEFAULT_MAX_ACTIVATIONS, [a.info.activations for _, a in seeds]),
+        )
+        for label, arch in seeds:
+            for what, size, limit in (("parameters", arch.info.params, limits.max_params),
+                                      ("activations per sample", arch.info.activations, limits.max_activations)):
+                if size > limit:
+                    flag = "--max-params" if what == "parameters" else "--max-activations"
+                    raise UsageError(f"--init {label}: {size:,} {what}, over {flag} {limit:,}")
+        self.space = replace(self.space, limits=limits)
+        if config.strategy == "re":
+            population = config.population or population_sizes(config.trials)[0]
+            tournament = config.tournament or tournament_size(population)
+            strategy = RegularisedEvolution(self.space, population, tournament, seeds)
+        else:
+            strategy = RandomSampling(self.space)
+        self.train_config = TrainConfig(
+            epochs=config.epochs, seconds=config.seconds, batch_size=config.batch_size, lr=config.lr,
+            max_params=limits.max_params, threads=config.threads,
+        )
+        if config.evaluator == "surrogate":
+            evaluator = _assisted().make_evaluator(config.surrogate, space=self.space, dataset=self.dataset)
+        else:
+            evaluator = TrainingEvaluator(self.dataset, self.train_config, device=config.device)
+        if config.surrogate != "none":
+            strategy = _assisted().make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed)
+        self.strategy, self.evaluator = strategy, evaluator
+
+        label = Path(config.dataset).name if config.dataset not in ("digits", "mnist1d", "mnist5k") else config.dataset
+        self.study_name = config.study_name or default_study_name(config, label)
+        self.out_dir = Path(config.out) if config.out else RUNS_DIR / self.study_name
+        self.storage_spec = config.storage or str(self.out_dir / "study.journal")
+        self.storage_shown = describe_storage(self.storage_spec)
+        grammar_path = (
+            "einspace.lark (built-in)" if Path(grammar.path) == DEFAULT_GRAMMAR else str(config.grammar or grammar.path)
+        )
+        self.settings = {
+            "grammar_sha256": grammar.sha256, "grammar_path": grammar_path, "plugins": list(config.plugins),
+            "dataset": self.dataset.name, "input_shape": list(self.dataset.input_shape),
+            "num_classes": self.dataset.num_classes, "seed": config.seed, "limits": limits.as_dict(),
+            **strategy.settings(), **evaluator.settings(), "surrogate": config.surrogate,
+            "version": _version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        storage = open_storage(
+            self.storage_spec, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
+        )
+        self.study = open_study(storage, self.study_name, self.settings, seed=config.seed, shown=self.storage_shown)
+        self.settings = dict(self.study.user_attrs.get("einnas", self.settings))
+
+    def run(self, progress: Progress | None = None, finish: bool = True) -> SearchOutcome:
+        """Run this worker's trials; then (``finish``) write the final results."""
+        c = self.config
+        stats = run_worker(
+            self.study, self.strategy, self.evaluator, seed=c.seed, trials=c.trials, timeout=c.timeout,
+            progress=progress, heartbeat_interval=c.heartbeat_interval, grace_period=c.grace_period,
+        )
+        outcome = SearchOutcome(self.study_name, self.storage_shown, self.out_dir, stats, StudyView.of(self.study))
+        if finish:
+            self.finish(outcome)
+        return outcome
+
+    def finish(self, outcome: SearchOutcome) -> None:
+        """Retrain the best (final mode), export it to ONNX, write the plot and the report."""
+        from einnas.search.report import build_report, plot_history, retrain_best, write_report
+
+        start = time.monotonic()
+        c, view, out = self.config, outcome.view, self.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        files: dict = {}
+        final = None
+        if c.final and view.best is not None:
+            config = replace(self.train_config, epochs=c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs,
+                             seconds=None, max_params=None)
+            final = retrain_best(view, self.space, self.dataset, config, seed=c.seed, device=c.device,
+                                 onnx_path=out / "best.onnx", metadata={"study": self.study_name})
+            if final is not None and final.onnx:
+                files["onnx"] = str(out / "best.onnx")
+        if view.records:
+            plot_history(view, out / "history.png", title=f"{self.study_name}: {self.dataset.name}")
+            files["plot"] = str(out / "history.png")
+        files.update(report_json=str(out / "report.json"), report_md=str(out / "report.md"))
+        seconds = outcome.stats.seconds + (time.monotonic() - start)
+        report = build_report(view, study_name=self.study_name, storage=self.storage_shown, settings=self.settings,
+                              final=final, files=files, seconds=seconds, top=c.top)
+        write_report(report, out)
+        outcome.report, outcome.files = report, files

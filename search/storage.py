@@ -1,0 +1,393 @@
+"""Where a study lives, how workers join it safely, and how a dead worker's trial is retried.
+
+Storage (``--storage``):
+
+* a file path: an Optuna journal file (``JournalStorage`` + ``JournalFileBackend``),
+  the embedded default, ``runs/<study>/study.journal``; many processes (and machines
+  sharing the file over NFS) may append to it;
+* ``sqlite:///file.db`` or a database URL (``postgresql://user@host/db``): an Optuna
+  ``RDBStorage``. ``postgresql://`` uses psycopg 3 when psycopg2 is not installed.
+
+Concurrent first use is safe: the journal serialises study creation itself; for a
+database the schema and the study are created with retries, because several
+workers creating them at once race (measured: 3 of 4 PostgreSQL workers fail
+``CREATE TYPE`` without it).
+
+Liveness: while a trial runs, its worker writes a ``heartbeat`` user attribute
+every :data:`HEARTBEAT_INTERVAL` seconds (databases also get Optuna's own
+heartbeat, ``heartbeat_interval``/``grace_period``; Optuna 5's JournalStorage has
+none). A RUNNING trial is *lost* when its worker process is gone (same machine:
+checked directly) or its heartbeat has not changed for :data:`GRACE_PERIOD`
+seconds as seen by the observing worker (no clock comparison between machines).
+A lost trial is failed — by exactly one worker, the storage decides who — and its
+architecture is queued again as a WAITING trial, as Optuna's
+``RetryHeartbeatStaleTrialCallback`` does (same ``failed_trial``/``retry_history``
+system attributes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from einnas.errors import StudyError
+from einnas.search.records import (
+    ARCH, ARCHID, CONFIG_ATTR, FAILED_TRIAL, HEARTBEAT, ORIGIN, PARAMS, PARENT, RETRY_HISTORY, WORKER,
+)
+
+HEARTBEAT_INTERVAL = 10  # seconds between two heartbeats of a running trial
+GRACE_PERIOD = 60  # a heartbeat unchanged this long means the worker is gone
+LOCK_GRACE_PERIOD = 10  # a journal lock held this long belongs to a killed worker (a write takes ms)
+MAX_RETRY = 3  # an architecture whose worker dies this often is given up
+RUNS_DIR = Path("runs")  # default run folders: runs/<study name>/study.journal
+#: Settings recorded in the study but not required to match between workers.
+INFO_KEYS = ("grammar_path", "plugins", "version", "created", "dataset_source")
+
+
+def is_url(spec: str) -> bool:
+    return "://" in spec
+
+
+def describe_storage(spec: str) -> str:
+    """The storage for messages, with any password hidden."""
+    if not is_url(spec):
+        return spec
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(spec).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for display; an unparsable URL fails later with a message
+        return spec.split("@")[-1]
+
+
+def _driver_url(url: str) -> str:
+    """``postgresql://`` means psycopg2 to SQLAlchemy; use psycopg 3 when only it is installed."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def open_storage(
+    spec: str | os.PathLike, *, create: bool = True,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD,
+):
+    """Open (and with ``create``, make) the storage named by ``spec``: a journal file path or
+    a database URL. Raises :class:`StudyError` when it cannot be used."""
+    spec = str(spec)
+    if is_url(spec):
+        return _open_rdb(spec, heartbeat_interval, grace_period)
+    import optuna
+
+    path = Path(spec)
+    if path.is_dir():
+        raise StudyError(f"{spec}: is a folder; --storage takes a journal file path or a database URL")
+    if not create and not path.is_file():
+        raise StudyError(f"{spec}: no such study file")
+    _check_journal(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # An absolute path: Optuna's symlink lock stores it, and with a relative one the lock
+        # is a dangling link whose grace period never runs out (a worker killed while holding
+        # it would block every other worker for good).
+        file = os.path.abspath(path)
+        lock = optuna.storages.journal.JournalFileSymlinkLock(file, grace_period=LOCK_GRACE_PERIOD)
+        backend = optuna.storages.journal.JournalFileBackend(file, lock_obj=lock)
+        return optuna.storages.JournalStorage(backend)
+    except OSError as error:
+        raise StudyError(f"{spec}: cannot open journal file ({error.strerror or error})") from None
+    except (ValueError, KeyError, TypeError) as error:  # JSON that is not an Optuna journal
+        raise StudyError(f"{spec}: not an Optuna journal file ({type(error).__name__}: {error})") from None
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse a file that is not an Optuna journal (Optuna would skip a bad last line)."""
+    try:
+        with open(path, "rb") as file:
+            first = file.readline(1 << 20)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise StudyError(f"{path}: cannot read journal file ({error.strerror or error})") from None
+    if not first:
+        return
+    try:
+        entry = json.loads(first)
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict) or "op_code" not in entry:
+        raise StudyError(f"{path}: not an Optuna journal file (its first line is not a journal entry)")
+
+
+def _open_rdb(url: str, heartbeat_interval: int, grace_period: int):
+    import optuna
+    import sqlalchemy.exc
+
+    shown = describe_storage(url)
+    jitter = random.Random()  # back-off only; search randomness never comes from here
+    last: Exception | None = None
+    for attempt in range(12):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    _driver_url(url), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                    heartbeat_stale_trial_callback=retry_lost_trial,
+                )
+        except (sqlalchemy.exc.ArgumentError, ImportError) as error:
+            raise StudyError(f"--storage {shown}: {_first_line(error)}") from None
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+            # Several workers creating the schema at once race (duplicate type/table/version
+            # row); the loser retries and finds the schema made.
+            last = error
+            time.sleep(0.1 * (attempt + 1) + 0.2 * jitter.random())
+    raise StudyError(f"--storage {shown}: cannot open the database ({_first_line(last)})")
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+def _plain(data: dict) -> dict:
+    return json.loads(json.dumps(data))
+
+
+def open_study(storage, name: str, settings: dict, *, seed: int = 0, shown: str = ""):
+    """Create the study ``name`` or join it, checking it was made for the same search.
+
+    ``settings`` (grammar sha256, dataset, input shape, strategy, seed, ...) is
+    stored in the study's ``einnas`` user attribute by the first worker; a worker
+    whose settings differ (other than :data:`INFO_KEYS`) gets a :class:`StudyError`.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    settings = _plain(settings)
+    jitter = random.Random()
+    for attempt in range(12):
+        try:
+            study = optuna.create_study(
+                storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                sampler=optuna.samplers.RandomSampler(seed),
+            )
+            break
+        except (optuna.exceptions.DuplicatedStudyError, sqlalchemy.exc.SQLAlchemyError,
+                optuna.exceptions.StorageInternalError) as error:
+            last = error  # two workers creating the same study at once: the loser loads it
+            time.sleep(0.1 * (attempt + 1) + 0.2 * jitter.random())
+    else:
+        raise StudyError(f"study {name!r} in {shown}: cannot be created ({_first_line(last)})")
+    if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+        raise StudyError(f"study {name!r} in {shown}: not an einnas search study (its objective is not maximised)")
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        if study.get_trials(deepcopy=False):
+            raise StudyError(f"study {name!r} in {shown}: has trials but was not made by einnas search")
+        study.set_user_attr(CONFIG_ATTR, settings)
+        stored = study.user_attrs.get(CONFIG_ATTR)  # another worker may have written first
+    check_settings(stored, settings, name, shown)
+    return study
+
+
+def check_settings(stored: dict, settings: dict, name: str, shown: str) -> None:
+    """Raise :class:`StudyError` naming each setting that differs from the stored one."""
+    keys = sorted((set(stored) | set(settings)) - set(INFO_KEYS))
+    diffs = [k for k in keys if stored.get(k) != settings.get(k)]
+    if diffs:
+        parts = "; ".join(f"{k}: study {stored.get(k)!r}, this search {settings.get(k)!r}" for k in diffs)
+        raise StudyError(
+            f"study {name!r} in {shown} was made for another search ({parts}); "
+            "use the same options or another --study-name"
+        )
+
+
+def load_study(storage, name: str | None, shown: str):
+    """Load an existing study; with no name, the storage's only study."""
+    import optuna
+
+    names = [s.study_name for s in storage.get_all_studies()]
+    if name is None:
+        if len(names) != 1:
+            listed = ", ".join(names) if names else "none"
+            raise StudyError(f"{shown}: give --study-name (studies: {listed})")
+        name = names[0]
+    if name not in names:
+        raise StudyError(f"{shown}: no study named {name!r} (studies: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def open_existing(storage: str | None, study_name: str | None, out: str | None = None):
+    """The study a read command names: ``--storage``, else ``<out>/study.journal``, else
+    ``runs/<study-name>/study.journal``. Returns ``(study, storage as shown)``."""
+    if storage is None:
+        if out:
+            storage = str(Path(out) / "study.journal")
+        elif study_name:
+            storage = str(RUNS_DIR / study_name / "study.journal")
+        else:
+            raise StudyError("give --storage FILE_OR_URL or --study-name NAME")
+    shown = describe_storage(storage)
+    return load_study(open_storage(storage, create=False), study_name, shown), shown
+
+
+# --- worker liveness ------------------------------------------------------------------------
+
+
+def _machine() -> str:
+    """The host plus kernel boot and PID namespace, so that a PID means one process."""
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass
+    return "|".join(parts)
+
+
+def worker_identity() -> dict:
+    """Who runs a trial: written on the trial as the ``worker`` attribute."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "machine": _machine()}
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False
+    try:  # a killed child its parent has not reaped yet is a zombie: gone too
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class StaleMonitor:
+    """Decides which RUNNING trials are lost; remembers when it last saw each heartbeat change.
+
+    Timing uses only this process's clock: a heartbeat is stale when its value has
+    not changed for ``grace_period`` seconds of observation.
+    """
+
+    def __init__(self, grace_period: float = GRACE_PERIOD):
+        self.grace_period = grace_period
+        self.machine = _machine()
+        self._seen: dict[int, tuple[object, float]] = {}
+
+    def is_lost(self, trial) -> bool:
+        worker = trial.user_attrs.get(WORKER)
+        if isinstance(worker, dict) and worker.get("machine") == self.machine and worker.get("pid") != os.getpid():
+            if _process_gone(int(worker.get("pid", 0))):
+                return True
+        beat = trial.user_attrs.get(HEARTBEAT, str(trial.datetime_start))
+        now = time.monotonic()
+        seen = self._seen.get(trial._trial_id)
+        if seen is None or seen[0] != beat:
+            self._seen[trial._trial_id] = (beat, now)
+            return False
+        return now - seen[1] > self.grace_period
+
+
+def fail_lost_trials(study, monitor: StaleMonitor) -> int:
+    """Fail the study's lost RUNNING trials and queue their architectures again.
+
+    Safe with many workers: only the worker whose FAIL the storage accepts queues the
+    retry. Returns how many trials this call failed.
+    """
+    import optuna
+
+    storage = study._storage
+    if getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # Optuna's own heartbeat (databases)
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if monitor.is_lost(trial) and release_trial(study, trial):
+            failed += 1
+    return failed
+
+
+def release_trial(study, trial) -> bool:
+    """Fail a RUNNING trial that will not finish and queue its architecture again.
+
+    Returns False when the trial had already finished (another worker got there first).
+    """
+    import optuna
+
+    try:
+        if not study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    retry_lost_trial(study, study._storage.get_trial(trial._trial_id))
+    return True
+
+
+def retry_lost_trial(study, trial) -> None:
+    """Queue a lost trial's architecture as a new WAITING trial (at most :data:`MAX_RETRY` times).
+
+    Used as RDBStorage's ``heartbeat_stale_trial_callback`` too.
+    """
+    import optuna
+
+    if ARCH not in trial.user_attrs:
+        return  # lost before it had an architecture: nothing to retry
+    history = list(trial.system_attrs.get(RETRY_HISTORY, ())) + [trial.number]
+    if len(history) > MAX_RETRY:
+        return
+    attrs = {k: trial.user_attrs[k] for k in (ARCH, ARCHID, PARAMS, ORIGIN, PARENT) if k in trial.user_attrs}
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.WAITING, user_attrs=attrs,
+        system_attrs={FAILED_TRIAL: history[0], RETRY_HISTORY: history},
+    ))
+
+
+class Heartbeat:
+    """While entered, keeps a trial alive: a ``heartbeat`` attribute (and Optuna's own
+    heartbeat on databases) every ``interval`` seconds, from a daemon thread."""
+
+    def __init__(self, study, trial_id: int, interval: float = HEARTBEAT_INTERVAL):
+        self.storage, self.trial_id, self.interval = study._storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> bool:
+        import optuna
+
+        try:
+            if getattr(self.storage, "get_heartbeat_interval", lambda: None)() is not None:
+                self.storage.record_heartbeat(self.trial_id)
+            self.storage.set_trial_user_attr(self.trial_id, HEARTBEAT, time.time())
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # failed as lost by another worker; the tell will say so
+        return True
+
+    def __enter__(self) -> "Heartbeat":
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name=f"einnas-heartbeat-{self.trial_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.beat():
+                    return
+            except Exception:  # noqa: BLE001 - a storage hiccup must not kill the training thread
+                continue
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

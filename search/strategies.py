@@ -1,0 +1,207 @@
+"""Search strategies over derivation trees: random sampling and regularised evolution.
+
+A strategy proposes the architecture of one new trial. It keeps settings only: the
+population of regularised evolution is read from the study (a :class:`StudyView`)
+each time, so any number of workers on one storage cooperate and a restarted search
+continues where it was. Randomness comes from the ``rng`` the search loop derives
+from (study seed, trial number); strategies never touch global random state.
+
+Example::
+
+    space = SearchSpace(load_grammar(), (1, 8, 8), 10)
+    strategy = RegularisedEvolution(space, population=10, tournament=3)
+    proposal = strategy.propose(StudyView.of(study), trial_number, random.Random(...))
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+from einnas.errors import ArchitectureError, UsageError
+from einnas.grammar import SEED_NAMES, Architecture, resolve_arch
+from einnas.search.records import StudyView, TrialRecord
+from einnas.search.space import SearchSpace
+
+#: einspace's regularised evolution: population 100, tournament 10 (paper §4.1).
+EINSPACE_POPULATION, EINSPACE_TOURNAMENT = 100, 10
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What a strategy proposes: the architecture, where it came from, its parent trial."""
+
+    arch: Architecture
+    origin: str  # init, seed:<name>, mutation, random
+    parent: int | None = None
+
+
+class Strategy(ABC):
+    """Proposes architectures for new trials; all search state is read from the study.
+
+    Subclasses set ``name`` and implement :meth:`propose`. They must not keep a
+    population or history in memory: two workers (or a restarted worker) holding
+    equal strategy objects and equal views must propose the same thing.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+
+    def settings(self) -> dict:
+        """Called once when the study is opened. The settings every worker of a study must
+        share; they are stored in the study and a worker whose settings differ is refused."""
+        return {"strategy": self.name}
+
+    @abstractmethod
+    def propose(self, view: StudyView, trial_number: int, rng: random.Random) -> Proposal:
+        """Called once for each new trial, after it was created and holds a slot.
+
+        ``view`` is a fresh snapshot of the study (other workers' trials included);
+        ``rng`` is derived from (study seed, trial number). When the proposal's archid is
+        already in the study the loop calls again with the same ``rng`` (which has moved
+        on), a bounded number of times.
+        """
+
+
+class RandomSampling(Strategy):
+    """Independent draws from the PCFG: einspace's random-sampling baseline."""
+
+    name = "random"
+
+    def propose(self, view, trial_number, rng):
+        return Proposal(self.space.sample(rng), "random")
+
+
+def population_sizes(budget: int | None) -> tuple[int, int]:
+    """Population and tournament sizes for a budget of evaluations.
+
+    einspace uses 100 and 10 for 1,000 evaluations. A small budget would spend itself
+    on the initial population, so the population is a third of the budget (4 to 100)
+    and the tournament :func:`tournament_size` of it: 30 trials give 10 and 3.
+    """
+    if budget is None:
+        return EINSPACE_POPULATION, EINSPACE_TOURNAMENT
+    population = min(EINSPACE_POPULATION, max(4, budget // 3))
+    return population, tournament_size(population)
+
+
+def tournament_size(population: int) -> int:
+    """About 30% of the population, 2 to 10 (einspace: 10 of 100)."""
+    return min(EINSPACE_TOURNAMENT, max(2, round(0.3 * population)))
+
+
+def resolve_init(spec: str | None, space: SearchSpace) -> list[tuple[str, Architecture]]:
+    """The seed architectures of ``--init``: ``random`` (none), ``mix`` (all four seeds)
+    or a comma-separated list of seed names and ``@file`` arguments.
+
+    Each seed is checked against the input shape; duplicates (same archid) are dropped.
+    """
+    if spec is None or spec.strip() in ("", "random", "scratch"):
+        return []
+    items = list(SEED_NAMES) if spec.strip() == "mix" else [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:
+        raise UsageError(f"--init {spec!r}: expected random, mix or seed names such as resnet18,vit")
+    seen, out = set(), []
+    for item in items:
+        if item not in SEED_NAMES and not item.startswith("@"):
+            raise UsageError(
+                f"--init {item!r}: expected a seed name ({', '.join(SEED_NAMES)}), mix, random or @file"
+            )
+        try:
+            arch = space.parse(resolve_arch(item, space.grammar).string)
+        except ArchitectureError as error:
+            shape = "x".join(map(str, space.input_shape))
+            raise UsageError(f"--init {item}: does not work for input {shape}: {error}") from None
+        if arch.archid not in seen:
+            seen.add(arch.archid)
+            out.append((Path(item[1:]).stem if item.startswith("@") else item, arch))
+    return out
+
+
+class RegularisedEvolution(Strategy):
+    """Regularised (ageing) evolution as in einspace (Real et al. 2019).
+
+    The population is the last ``population`` scored trials of the study; a
+    tournament of ``tournament`` members drawn with replacement picks the best as the
+    parent, whose child is one subtree mutation (validated before it is returned).
+    The oldest member leaves as each child enters. The initial population is
+    ``population`` random samples, or the given seed architectures, each evaluated
+    once and cycled to fill the population (einspace's RE(RN18) / RE(Mix)).
+    """
+
+    name = "re"
+
+    def __init__(
+        self, space: SearchSpace, population: int = EINSPACE_POPULATION, tournament: int = EINSPACE_TOURNAMENT,
+        init: Sequence[tuple[str, Architecture]] = (),
+    ):
+        super().__init__(space)
+        if population < 1 or tournament < 1:
+            raise UsageError(f"population ({population}) and tournament ({tournament}) must be positive")
+        self.population, self.tournament = population, tournament
+        self.init = tuple(init)
+        self._parsed: dict[str, Architecture] = {}  # a parse cache, not search state
+
+    def settings(self):
+        return {
+            "strategy": self.name, "population": self.population, "tournament": self.tournament,
+            "init": [label for label, _ in self.init] or "random",
+            "init_archids": [arch.archid for _, arch in self.init],
+        }
+
+    def propose(self, view, trial_number, rng):
+        members = self._population(view)
+        if members is None:  # still building the initial population
+            return self._initial(view, rng)
+        scored = [m for m in members if m.value is not None]
+        if not scored:
+            # No score yet (seeds still training in other workers, or all failed): mutate
+            # a member chosen at random; with no member at all, sample afresh.
+            known = [m for m in members if m.arch]
+            if not known:
+                return Proposal(self.space.sample(rng), "random")
+            parent = known[rng.randrange(len(known))]
+        else:
+            sample = [scored[rng.randrange(len(scored))] for _ in range(self.tournament)]
+            parent = max(sample, key=lambda m: m.value)  # first of the best on ties
+        return Proposal(self.space.mutate(self._arch(parent.arch), rng), "mutation", parent.number)
+
+    def _initial(self, view: StudyView, rng: random.Random) -> Proposal:
+        if not self.init:
+            return Proposal(self.space.sample(rng), "init")
+        for label, arch in self.init:
+            if arch.archid not in view.taken:
+                return Proposal(arch, f"seed:{label}")
+        raise AssertionError("unreachable: every seed is in the study")
+
+    def _population(self, view: StudyView) -> list[TrialRecord] | None:
+        """The current population, or None while the initial one is being evaluated."""
+        if not self.init:
+            started = sum(1 for r in view.records if r.claim and r.origin == "init")
+            if started < self.population:
+                return None
+            return list(view.completed[-self.population:])
+        holders = []
+        for _, arch in self.init:
+            number = view.taken.get(arch.archid)
+            if number is None:
+                return None
+            holders.append(next(r for r in view.records if r.number == number))
+        base = [holders[i % len(holders)] for i in range(self.population)]
+        seeds = {arch.archid for _, arch in self.init}
+        children = [r for r in view.completed if r.archid not in seeds]
+        return (base + children)[-self.population:]
+
+    def _arch(self, string: str) -> Architecture:
+        arch = self._parsed.get(string)
+        if arch is None:
+            arch = self._parsed[string] = self.space.parse(string)
+        return arch
+
+
+STRATEGIES: dict[str, type[Strategy]] = {"re": RegularisedEvolution, "random": RandomSampling}

@@ -1,0 +1,226 @@
+"""The trainer: protocol, seeding, final mode, and failures that come back as results."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from einnas.errors import UsageError
+from einnas.evaluate import (
+    REASONS,
+    TrainConfig,
+    TrainResult,
+    check_size,
+    from_arrays,
+    load_dataset,
+    resolve_device,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """Four Gaussian blobs in 2x4x4 images: easy, tiny, and quick to train on."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = rng.integers(0, 4, n)
+        x = rng.normal(0, 1, (n, 2, 4, 4))
+        x[:, 0, 0, 0] += 4 * (y % 2)
+        x[:, 1, 3, 3] += 4 * (y // 2)
+        return x, y
+
+    return from_arrays("blobs", split(301), split(100), split(100))
+
+
+def cfg(**overrides):
+    """Tiny models run fastest (and robustly beside other busy processes) on one thread."""
+    return TrainConfig(threads=1, **overrides)
+
+
+def mlp(in_features=32, classes=4):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                         nn.Linear(32, classes))
+
+
+class NaNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)) * float("nan")
+
+
+class SlowNet(nn.Module):
+    def __init__(self, delay=0.05):
+        super().__init__()
+        self.linear, self.delay = nn.Linear(32, 4), delay
+
+    def forward(self, x):
+        time.sleep(self.delay)
+        return self.linear(x.flatten(1))
+
+
+class Raises(nn.Module):
+    def __init__(self, error):
+        super().__init__()
+        self.linear, self.error = nn.Linear(32, 4), error
+
+    def forward(self, x):
+        raise self.error
+
+
+def test_learns_blobs(blobs):
+    result = train(mlp, blobs, cfg(epochs=4, batch_size=64), seed=0, test=True)
+    assert isinstance(result, TrainResult) and result.ok and result.reason is None
+    assert result.val_acc > 0.8 and result.test_acc > 0.8
+    assert result.params == sum(p.numel() for p in mlp().parameters())
+    assert result.epochs_run == 4 and len(result.curve) == 4
+    assert [c.epoch for c in result.curve] == [1, 2, 3, 4]
+    assert result.curve[-1].val_acc == result.val_acc
+    assert result.curve[-1].train_loss < result.curve[0].train_loss
+    # 301 = 4 full batches of 64 + 45: every sample is seen once per epoch
+    assert result.samples == 4 * 301 and result.throughput > 0
+    assert 0 < result.train_seconds <= result.seconds
+
+
+def test_default_protocol_is_einspace():
+    config = TrainConfig()
+    assert (config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay) == (
+        8, 256, 0.04, 0.9, 3e-4)
+
+
+def test_same_seed_same_accuracy_on_cpu(blobs):
+    config = cfg(epochs=3, batch_size=32)
+    a = train(mlp, blobs, config, seed=7)
+    b = train(mlp, blobs, config, seed=7)
+    c = train(mlp, blobs, config, seed=8)
+    assert a.ok and b.ok and c.ok
+    assert a.val_acc == b.val_acc
+    assert [s.train_loss for s in a.curve] == [s.train_loss for s in b.curve]
+    assert [s.train_loss for s in a.curve] != [s.train_loss for s in c.curve]
+
+
+def test_a_single_leftover_sample_is_dropped(blobs):
+    # 301 = 3 * 100 + 1: a batch of one would break BatchNorm in training mode
+    result = train(mlp, blobs, cfg(epochs=1, batch_size=100), seed=0)
+    assert result.ok and result.samples == 300
+
+
+def test_final_mode_trains_on_train_and_valid(blobs):
+    result = train(mlp, blobs, cfg(epochs=4, batch_size=64), seed=0, final=True)
+    assert result.ok and result.val_acc is None and result.test_acc > 0.8
+    assert result.samples == 4 * 401
+    assert all(c.val_acc is None for c in result.curve)
+
+
+def test_accepts_a_module_and_reports_progress(blobs):
+    seen = []
+    result = train(mlp(), blobs, cfg(epochs=3, batch_size=128), seed=0, progress=seen.append)
+    assert result.ok and [s.epoch for s in seen] == [1, 2, 3] and seen[0].epochs == 3
+    assert seen[-1].seconds <= result.seconds
+
+
+def test_restores_global_state(blobs):
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    threads = torch.get_num_threads()
+    train(mlp, blobs, cfg(epochs=1), seed=0)
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_nan_loss_is_a_failure(blobs):
+    result = train(NaNNet, blobs, cfg(epochs=2), seed=0)
+    assert not result.ok and result.reason == "nan_loss"
+    assert "non-finite" in result.detail and result.val_acc is None
+
+
+def test_time_budget_exceeded_is_a_failure(blobs):
+    config = cfg(epochs=2, batch_size=32, seconds=0.2)  # ~10 steps of 50 ms per epoch
+    start = time.perf_counter()
+    result = train(SlowNet, blobs, config, seed=0)
+    assert not result.ok and result.reason == "timeout" and "0.2 s" in result.detail
+    assert time.perf_counter() - start < 1.0  # stopped mid-epoch, not at the end
+
+
+def test_projected_overrun_stops_after_first_epoch(blobs):
+    config = cfg(epochs=20, batch_size=128, seconds=2.0)  # ~0.15 s per epoch * 20 = 3 s
+    result = train(lambda: SlowNet(0.05), blobs, config, seed=0)
+    assert not result.ok and result.reason == "timeout" and "projected" in result.detail
+    assert result.epochs_run == 1 and result.seconds < 1.0
+
+
+def test_parameter_limit_rejects_before_training(blobs):
+    calls = []
+    model = mlp()
+    model.register_forward_hook(lambda *a: calls.append(1))
+    result = train(model, blobs, cfg(max_params=100), seed=0)
+    assert not result.ok and result.reason == "too_large"
+    assert "parameters > limit 100" in result.detail and result.params > 100
+    assert calls == [] and result.epochs_run == 0
+
+
+def test_activation_limit_rejects_before_training(blobs):
+    result = train(mlp, blobs, cfg(max_activation_bytes=10_000), seed=0)
+    assert not result.ok and result.reason == "too_large" and "activations" in result.detail
+
+
+def test_check_size_estimate():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 10))
+    check = check_size(model, (1, 4, 4), batch_size=10, max_activation_bytes=10**9)
+    # leaf outputs per sample: conv 128 + relu 128 + flatten 128 + linear 10 floats
+    assert check.ok and check.activation_bytes == (128 * 3 + 10) * 4 * 10
+    assert check_size(model, (1, 4, 4), 10, max_activation_bytes=10**9, activations=100).activation_bytes == 4000
+    assert check_size(model, (1, 4, 4), 10).activation_bytes is None  # no limit: nothing runs
+    assert not check_size(model, (1, 4, 4), 10, max_params=10).ok
+
+
+@pytest.mark.parametrize(
+    "error, reason, text",
+    [
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied\nmore"), "runtime_error", "shapes cannot"),
+        (ValueError("bad split size"), "runtime_error", "ValueError: bad split size"),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "oom", "out of memory"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"), "oom", "allocate"),
+    ],
+)
+def test_run_time_errors_are_failures(blobs, error, reason, text):
+    result = train(lambda: Raises(error), blobs, cfg(epochs=1), seed=0)
+    assert not result.ok and result.reason == reason and text in result.detail
+    assert "\n" not in result.detail and result.reason in REASONS
+
+
+def test_wrong_output_shape_is_a_failure(blobs):
+    result = train(lambda: mlp(classes=7), blobs, cfg(epochs=1), seed=0)
+    assert not result.ok and result.reason == "runtime_error" and "output shape" in result.detail
+
+
+def test_learns_digits_with_default_budget():
+    digits = load_dataset("digits")
+    result = train(lambda: mlp(64, 10), digits, cfg(), seed=0, test=True)
+    assert result.ok and result.val_acc > 0.85 and result.test_acc > 0.85
+
+
+def test_devices():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UsageError, match="expected cpu, cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training(blobs):
+    result = train(mlp, blobs, cfg(epochs=4, batch_size=64), seed=0, device="cuda", test=True)
+    assert result.ok and result.device.startswith("cuda") and result.val_acc > 0.8
+    nan = train(NaNNet, blobs, cfg(epochs=2), seed=0, device="cuda")
+    assert nan.reason == "nan_loss"

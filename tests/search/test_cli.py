@@ -1,0 +1,128 @@
+"""`einnas search`, `trials` and `best` end to end, with the real trainer on digits."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from einnas.search import StudyView, open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Tiny candidates and one epoch keep each trial around a second on two cores.
+FAST = ["--epochs", "1", "--seconds", "30", "--threads", "1", "--max-params", "30000", "--max-activations", "8000"]
+
+
+def einnas(*args, cwd, timeout=400, check=True):
+    proc = subprocess.run([sys.executable, "-m", "einnas.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _view(journal: Path) -> StudyView:
+    storage = open_storage(str(journal), create=False)
+    studies = storage.get_all_studies()
+    if not studies:  # the file is there, the study not yet
+        return StudyView([])
+    return StudyView.of(optuna.load_study(study_name=studies[0].study_name, storage=storage))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("search")
+    proc = einnas("search", "--dataset", "digits", "--trials", "6", "--seed", "0", "--final-epochs", "2",
+                  "--out", "run", "-f", "json", *FAST, cwd=cwd)
+    return cwd, json.loads(proc.stdout), proc
+
+
+def test_search_writes_onnx_report_and_plot(first_run):
+    import onnx
+
+    cwd, report, proc = first_run
+    out = cwd / "run"
+    assert report["trials"]["counted"] == 6 and report["study"] == "digits-re-s0"
+    assert report["settings"]["dataset"] == "digits" and report["settings"]["input_shape"] == [1, 8, 8]
+    assert report["best"]["val_acc"] > 0 and report["final"]["ok"] and report["final"]["test_acc"] is not None
+    model = onnx.load(str(out / "best.onnx"))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["archid"] == report["final"]["archid"] and meta["dataset"] == "digits"
+    assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "report.json").read_text())["best"] == report["best"]
+    assert "## Top architectures" in (out / "report.md").read_text()
+    view = _view(out / "study.journal")
+    assert view.counted == 6 and all(r.scored_by == "trained" for r in view.records)
+    assert all(isinstance(r.attrs.get("curve"), list) for r in view.records if r.state == "COMPLETE")
+
+
+def test_trials_and_best_read_the_study(first_run):
+    cwd, report, _ = first_run
+    journal = str(cwd / "run" / "study.journal")
+    rows = json.loads(einnas("trials", "--storage", journal, "-f", "json", cwd=cwd).stdout)
+    assert [r["number"] for r in rows] == list(range(6))
+    table = einnas("trials", "--storage", journal, "--sort", "value", "--limit", "3", cwd=cwd).stdout
+    assert table.splitlines()[0].split()[:3] == ["number", "status", "value"] and len(table.splitlines()) == 4
+    best = einnas("best", "--storage", journal, "--arch-only", cwd=cwd).stdout.strip()
+    assert best == report["best"]["arch"]
+    top = einnas("best", "--storage", journal, "-n", "2", cwd=cwd).stdout
+    assert top.startswith("1. trial ") and "\n2. trial " in top
+
+
+def test_same_command_same_architectures(first_run, tmp_path):
+    cwd, report, _ = first_run
+    einnas("search", "--dataset", "digits", "--trials", "6", "--seed", "0", "--no-final", "--out", "again",
+           "-q", *FAST, cwd=tmp_path)
+    first = [r.archid for r in _view(cwd / "run" / "study.journal").records]
+    again = [r.archid for r in _view(tmp_path / "again" / "study.journal").records]
+    assert first == again
+
+
+def test_user_errors_exit_2(first_run):
+    cwd, _, _ = first_run
+    proc = einnas("search", "--dataset", "digits", cwd=cwd, check=False)
+    assert proc.returncode == 2 and "give --trials" in proc.stderr
+    # another seed on the same study: refused, nothing written
+    proc = einnas("search", "--dataset", "digits", "--trials", "6", "--seed", "1", "--study-name", "digits-re-s0",
+                  "--out", "run", *FAST, cwd=cwd, check=False)
+    assert proc.returncode == 2 and "made for another search" in proc.stderr and "seed" in proc.stderr
+    assert proc.stderr.count("\n") == 1  # one line, no traceback
+    proc = einnas("trials", "--storage", "nothing.journal", cwd=cwd, check=False)
+    assert proc.returncode == 2 and "no such study file" in proc.stderr
+
+
+def test_sigkill_then_rerun_keeps_and_completes(tmp_path):
+    # three epochs: long enough trials to be caught in the middle of one
+    command = ["search", "--dataset", "digits", "--trials", "8", "--seed", "3", "--no-final", "-q", *FAST, "--epochs", "3"]
+    journal = tmp_path / "runs" / "digits-re-s3" / "study.journal"
+    proc = subprocess.Popen([sys.executable, "-m", "einnas.cli", *command], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    before = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if journal.exists():
+            view = _view(journal)
+            if view.counted >= 2 and any(r.state == "RUNNING" and r.arch for r in view.records):  # training
+                before = view
+                break
+    assert before is not None, "the search did not get going"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {r.number: r.archid for r in before.records if r.counted}
+    einnas(*command, cwd=tmp_path)
+    after = _view(journal)
+    assert after.counted == 8
+    for number, archid in done_before.items():  # completed trials are kept as they were
+        assert after.records[number].counted and after.records[number].archid == archid
+    counted = [r.archid for r in after.records if r.counted]
+    assert len(counted) == len(set(counted)) == 8  # none evaluated twice
+    lost = [r for r in after.records if r.lost]
+    assert len(lost) == 1 and lost[0].retried  # the killed trial, queued again
+    retry = [r for r in after.records if r.retry_of == lost[0].number]
+    assert len(retry) == 1 and retry[0].counted and retry[0].archid == lost[0].archid
