@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0, help="time budget per candidate")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per candidate (default 1)")
     parser.add_argument("--out", help="folder for the studies (default: a temporary folder)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -164,7 +164,8 @@ class AssistedStrategy(Strategy):
         if len(keep) < 8:
             return None
         base = self.ranker.predictor.config
-        config = replace(base, members=3, epochs=min(base.epochs, 200), seed=len(keep))
+        config = replace(base, members=3, trees=min(base.trees, 150), gate_trees=min(base.gate_trees, 75),
+                         seed=len(keep))
         encoder = self.ranker.scorer.encoder if config.use_text else None
         numeric, text = feature_table([graphs[i] for i in keep], encoder)
         if config.use_text:

@@ -21,6 +21,7 @@ import hashlib
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -110,7 +111,10 @@ def run_worker(
 def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval) -> TrialRecord | None:
     import optuna
 
-    trial = study.ask()
+    with warnings.catch_warnings():
+        # Optuna warns that storage heartbeats are meant for Study.optimize; this loop beats itself.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        trial = study.ask()
     trial.set_user_attr(WORKER, worker_identity())
     try:
         with Heartbeat(study, trial._trial_id, heartbeat_interval):

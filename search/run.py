@@ -154,7 +154,7 @@ class Search:
     """
 
     def __init__(self, config: SearchConfig):
-        from einnas.evaluate import TrainConfig, load_dataset
+        from einnas.evaluate import BUILTIN_DATASETS, TrainConfig, load_dataset
         from einnas.grammar import DEFAULT_GRAMMAR, Limits, load_grammar
         from einnas.search.evaluators import TrainingEvaluator
         from einnas.search.space import SearchSpace
@@ -197,7 +197,7 @@ class Search:
             strategy = _assisted().make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed)
         self.strategy, self.evaluator = strategy, evaluator
 
-        label = Path(config.dataset).name if config.dataset not in ("digits", "mnist1d", "mnist5k") else config.dataset
+        label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name
         self.study_name = config.study_name or default_study_name(config, label)
         self.out_dir = Path(config.out) if config.out else RUNS_DIR / self.study_name
         self.storage_spec = config.storage or str(self.out_dir / "study.journal")

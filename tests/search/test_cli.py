@@ -123,6 +123,7 @@ def test_sigkill_then_rerun_keeps_and_completes(tmp_path):
     counted = [r.archid for r in after.records if r.counted]
     assert len(counted) == len(set(counted)) == 8  # none evaluated twice
     lost = [r for r in after.records if r.lost]
-    assert len(lost) == 1 and lost[0].retried  # the killed trial, queued again
-    retry = [r for r in after.records if r.retry_of == lost[0].number]
-    assert len(retry) == 1 and retry[0].counted and retry[0].archid == lost[0].archid
+    assert len(lost) == 1  # the killed trial
+    if lost[0].arch:  # killed while training (almost always): its architecture was queued again
+        retry = [r for r in after.records if r.retry_of == lost[0].number]
+        assert lost[0].retried and len(retry) == 1 and retry[0].counted and retry[0].archid == lost[0].archid
