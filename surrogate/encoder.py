@@ -3,10 +3,12 @@
 The description that :func:`einnas.surrogate.describe.describe` writes is made for
 reading; the encoder reads a *compact* form of it (:func:`segments`): the header
 is dropped (its figures are numeric features, see ``features.py``), and each line
-loses its tensor names, parameter counts and shapes, keeping op types, attributes
-and the arity of each line's first node (``Add(t, t)``: a residual add). Identical
-compact lines are merged and weighted by how often they occur (``3x[ ... ]``
-blocks count three times). Each distinct segment is embedded on its own: a segment
+loses its tensor names, parameter counts, shapes and list-valued attributes
+(``perm=[0,2,1]``, ``axes``, ``starts``...: many tokens, little signal), keeping
+op types, scalar attributes and how many inputs each line's first node reads
+(``Add(2 inputs)``: a residual add). Identical compact lines are merged and
+weighted by how often they occur (``3x[ ... ]`` blocks and ``t1..t4 = 4x ...``
+parallel lines count as many times). Each distinct segment is embedded on its own: a segment
 longer than the model's 256-token window is split into windows that are embedded
 and averaged by token count — never cut. The description's vector is the
 weighted mean of its segments' vectors.
@@ -49,7 +51,7 @@ import numpy as np
 from einnas.errors import UsageError
 
 #: Version of the compact segment format; part of every cache key.
-SEGMENT_FORMAT = 1
+SEGMENT_FORMAT = 2
 #: Tokens per window, [CLS] and [SEP] included (the model's ``max_seq_length``).
 WINDOW = 256
 DIM = 384
@@ -69,8 +71,10 @@ def cache_dir() -> Path:
 # --- the compact text -----------------------------------------------------------------------
 
 _SHAPE = re.compile(r"^(?:\d*N\d*|\?|\d+)(?:x(?:\d*N\d*|\?|\d+))+$|^N\d*$")
-_ASSIGN = re.compile(r"^\s*[A-Za-z_][\w]*\s*=\s*")
+# "t3 = ", "t1, t2 = ", "t1..t4 = 4x " (parallel identical lines), "_ = "
+_ASSIGN = re.compile(r"^\s*[A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*\s*=\s*(?:(\d+)x\s+(?!\[))?")
 _BLOCK_OPEN = re.compile(r"^\s*(\d+)x\[\s*$")
+_RANGE = re.compile(r"^[A-Za-z_]+(\d+)\.\.[A-Za-z_]+(\d+)$")
 
 
 def _split_top(text: str, sep: str) -> list[str]:
@@ -92,6 +96,14 @@ def _split_top(text: str, sep: str) -> list[str]:
     return parts
 
 
+def _arity(args: list[str]) -> int:
+    count = 0
+    for arg in args:
+        match = _RANGE.match(arg)
+        count += int(match.group(2)) - int(match.group(1)) + 1 if match else 1
+    return count
+
+
 def _compact_element(element: str) -> str:
     element = element.strip()
     match = re.match(r"^(\d+x\[)?([\w.]+)(\((.*)\))?(.*)$", element)
@@ -100,16 +112,20 @@ def _compact_element(element: str) -> str:
     prefix, op, _, args, rest = match.groups()
     kept = []
     if args is not None:
-        for arg in _split_top(args, ", "):
-            arg = arg.strip()
-            kept.append(arg if "=" in arg else "t")  # tensor references: keep the arity only
+        parts = [a.strip() for a in _split_top(args, ", ") if a.strip()]
+        refs = [a for a in parts if "=" not in a]
+        if refs:  # tensor references: only how many
+            n = _arity(refs)
+            kept.append("t" if n == 1 else f"{n} inputs")
+        # list values (perm, axes, starts, indices...) cost many tokens and say little
+        kept += [a for a in parts if "=" in a and "[" not in a.split("=", 1)[1]]
     tail = " ".join(tok for tok in rest.split() if not tok.startswith("#") and not _SHAPE.match(tok))
     out = (prefix or "") + op + (f"({', '.join(kept)})" if kept else "")
     return out + (" " + tail if tail else "")
 
 
 def compact_line(line: str) -> str:
-    """One description line without tensor names, ``#params`` and shapes."""
+    """One description line without names, ``#params``, shapes and list-valued attributes."""
     body = _ASSIGN.sub("", line.strip(), count=1)
     if body.startswith("input "):
         # The input's shape stays (without the batch dimension): it tells images from tokens.
@@ -133,9 +149,11 @@ def segments(text: str) -> list[tuple[str, float]]:
             if len(stack) > 1:
                 stack.pop()
             continue
+        assign = _ASSIGN.match(stripped)
+        parallel = int(assign.group(1)) if assign and assign.group(1) else 1
         seg = compact_line(stripped)
         if seg:
-            weights[seg] = weights.get(seg, 0.0) + stack[-1]
+            weights[seg] = weights.get(seg, 0.0) + stack[-1] * parallel
     return list(weights.items())
 
 

@@ -42,12 +42,13 @@ _BASE = (
     "log_params", "log_macs", "log_flops", "depth", "log_depth", "log_nodes", "log_folded",
     "log_input_numel", "log_classes", "log_head_numel", "log_min_numel", "log_max_numel", "log_median_numel",
     "log_lines", "log_segments", "truncated", "log_params_per_node", "log_macs_per_param",
-    "frac_param_nodes", "frac_other_ops",
+    "frac_param_nodes", "frac_other_ops", "log_weighted_longest", "log_weighted_shortest",
+    "shortest_over_longest", "log_nonlinear_longest",
 )
 #: Names of the numeric features, in order.
 NUMERIC_NAMES = _BASE + tuple(f"log_n_{op}" for op in OP_VOCAB) + ("log_n_other",) \
     + tuple(f"frac_{op}" for op in OP_VOCAB)
-DESCRIPTION_CACHE_VERSION = 1
+DESCRIPTION_CACHE_VERSION = 2
 
 _SHAPE = re.compile(r"^(?:\d*N\d*|\?|\d+)(?:x(?:\d*N\d*|\?|\d+))+$")
 
@@ -94,6 +95,85 @@ def shape_stats(text: str) -> dict:
     }
 
 
+_MAC_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum")
+_NONLINEAR = ("Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Softmax", "Gelu", "Erf", "Elu", "HardSigmoid",
+              "HardSwish", "Clip", "LogSoftmax")
+_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*)\s*=\s*(?:(\d+)x\s+(?!\[))?(.*)$")
+_REPEAT = re.compile(r"(\d+)x\[")
+
+
+def _names(text: str) -> list[str]:
+    """``t1..t4`` -> t1, t2, t3, t4; ``a, b`` -> a, b."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        match = re.fullmatch(r"([A-Za-z_]+)(\d+)\.\.([A-Za-z_]+)(\d+)", part)
+        if match:
+            out += [f"{match.group(1)}{k}" for k in range(int(match.group(2)), int(match.group(4)) + 1)]
+        elif part:
+            out.append(part)
+    return out
+
+
+def path_stats(text: str) -> dict:
+    """Weighted path lengths through the description's lines, input to output.
+
+    Each line (a chain of ops) weighs its weighted ops (MatMul, Gemm, Conv with
+    parameters) and its nonlinearities; lines are linked by the tensor names their
+    first op reads. Returns the longest and the shortest path in weighted ops (a
+    residual connection makes the shortest short), and the longest in
+    nonlinearities. Repeated blocks (``3x[ ... ]``) count their repeats.
+    """
+    from einnas.surrogate.encoder import _split_top
+
+    depth: dict[str, tuple[int, int, int]] = {}  # name -> (longest weighted, shortest weighted, longest nonlin)
+    stack = [1]
+    out = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("einnas-onnx ") or line.startswith("..."):
+            continue
+        opened = re.match(r"^(\d+)x\[$", line)
+        if opened:
+            stack.append(stack[-1] * int(opened.group(1)))
+            continue
+        if line == "]":
+            if len(stack) > 1:
+                stack.pop()
+            continue
+        match = _LINE.match(line)
+        if not match:
+            continue
+        defined, _, body = match.groups()
+        names = _names(defined)
+        if body.startswith("input "):
+            for name in names:
+                depth[name] = (0, 0, 0)
+            continue
+        first = re.match(r"^[\w.\[\dx]*?\((.*?)\)(?:\s|$)", _split_top(body, " > ")[0])
+        args = [a.strip() for a in _split_top(first.group(1), ", ")] if first else []
+        refs = [depth[n] for a in args if "=" not in a for n in _names(a) if n in depth]
+        weighted = nonlinear = 0
+        for element in _split_top(body, " > "):
+            repeat = _REPEAT.match(element.strip())
+            k = int(repeat.group(1)) if repeat else 1
+            for op in re.findall(r"(?:^|\[|\s|>)([A-Z]\w*)", element.strip()):
+                if op in _MAC_OPS and "#" in element:
+                    weighted += k
+                if op in _NONLINEAR:
+                    nonlinear += k
+        mult = stack[-1]
+        value = (max((r[0] for r in refs), default=0) + weighted * mult,
+                 min((r[1] for r in refs), default=0) + weighted * mult,
+                 max((r[2] for r in refs), default=0) + nonlinear * mult)
+        for name in names:
+            depth[name] = value
+        if any(n.startswith("y") for n in names):
+            out = value if out is None else max(out, value)
+    if out is None:
+        out = list(depth.values())[-1] if depth else (0, 0, 0)
+    return {"weighted_longest": out[0], "weighted_shortest": out[1], "nonlinear_longest": out[2]}
+
+
 def numeric_features(summary: dict, text: str, truncated: bool = False) -> np.ndarray:
     """The numeric feature vector (``NUMERIC_NAMES``) of one description."""
     from einnas.surrogate.encoder import segments
@@ -103,6 +183,7 @@ def numeric_features(summary: dict, text: str, truncated: bool = False) -> np.nd
     nodes = max(int(summary.get("nodes", 0)), 1)
     params, macs = summary.get("params", 0), summary.get("macs", 0)
     stats = shape_stats(text)
+    paths = path_stats(text)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     other = sum(c for op, c in ops.items() if op not in OP_VOCAB)
     param_ops = sum(ops.get(op, 0) for op in ("MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum"))
@@ -113,6 +194,8 @@ def numeric_features(summary: dict, text: str, truncated: bool = False) -> np.nd
         log(stats["max_numel"]), log(stats["median_numel"]), log(len(lines)), log(len(segments(text))),
         float(bool(truncated)), log(params / nodes), log(macs / max(params, 1)),
         param_ops / nodes, other / nodes,
+        log(paths["weighted_longest"]), log(paths["weighted_shortest"]),
+        paths["weighted_shortest"] / max(paths["weighted_longest"], 1), log(paths["nonlinear_longest"]),
     ]
     counts = [log(ops.get(op, 0)) for op in OP_VOCAB] + [log(other)]
     fracs = [ops.get(op, 0) / nodes for op in OP_VOCAB]

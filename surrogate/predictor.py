@@ -1,15 +1,26 @@
-"""The surrogate predictor: an ensemble of small MLPs over graph features, ranking-aware.
+"""The surrogate predictor: a bagged ensemble of boosted trees with a ranking objective.
 
-Features (``features.py``): standardised numeric figures of the ONNX graph and,
-optionally, the MiniLM vector of its description reduced by PCA (fitted on the
-training rows). Each member is a two-layer MLP trained full-batch with Adam on
+Features (``features.py``): the numeric figures of the ONNX graph and, optionally,
+the MiniLM vector of its description reduced by PCA (fitted on the training rows).
+Each ensemble member is fitted on a bootstrap resample and holds two boosted tree
+models (gradient boosting over scikit-learn regression trees, stored as plain
+arrays):
 
-    loss = pairwise logistic ranking loss (pairs from the same dataset only)
-         + ``mse_weight`` * mean squared error to the accuracy,
+* a **gate**, a classifier of "does the network learn at all" (accuracy above
+  chance + ``margin``): on einspace most random networks learn nothing in the
+  search budget, and their accuracies differ only by noise;
+* a **ranking regressor** trained on the negative gradient of
 
-so its output ranks like the accuracy and stays in accuracy units. Members differ
-by bootstrap resample and initialisation; the prediction is the members' mean and
-the uncertainty their standard deviation.
+      rank_weight * pairwise logistic ranking loss (pairs from one dataset only)
+      + squared error to the accuracy / 2,
+
+  so its output ranks like the accuracy and stays in accuracy units.
+
+The prediction is chance accuracy (1 / classes, read from the graph's output) when
+the members' mean probability of learning is below one half, else the members'
+mean accuracy; the uncertainty is the standard deviation of the members' own
+(gated) predictions. Tied predictions at chance are deliberate: the predictor has
+nothing to order networks that learn nothing.
 
 Honest evaluation: :func:`split_of` assigns every architecture, by a hash of its
 archid, to ``test`` (held out: never used for fitting or model selection),
@@ -17,8 +28,8 @@ archid, to ``test`` (held out: never used for fitting or model selection),
 configurations by validation Kendall τ, refits the choice on train + val and
 reports the held-out metrics it never looked at before.
 
-A fitted predictor is a folder: ``model.safetensors`` (weights and
-normalisation) and ``meta.json`` (feature spec, encoder spec, training data,
+A fitted predictor is a folder: ``model.safetensors`` (tree arrays and the text
+projection) and ``meta.json`` (feature spec, encoder spec, training data,
 metrics, command, seed, date). No pickle.
 """
 
@@ -122,70 +133,196 @@ def rank_metrics(pred: np.ndarray, y: np.ndarray, chance: float | None = None) -
 
 @dataclass
 class FitConfig:
-    """Hyper-parameters of one fit (the grid in :func:`fit` varies some of them)."""
+    """Hyper-parameters of one fit (the grid of :func:`fit` varies some of them)."""
 
     use_text: bool = True
-    text_dims: int = 32  # PCA components of the 384-d text vector
-    hidden: int = 64
-    members: int = 5
-    epochs: int = 400  # full-batch Adam steps
-    lr: float = 3e-3
-    weight_decay: float = 1e-3
-    pairs: int = 4096  # random same-dataset pairs per step
-    temperature: float = 0.05  # accuracy gap that counts as one logit in the ranking loss
-    mse_weight: float = 1.0
+    text_dims: int = 16  # PCA components of the 384-d text vector
+    members: int = 5  # bootstrap members of the ensemble
+    trees: int = 300  # boosting rounds of the ranking regressor
+    gate_trees: int = 150  # boosting rounds of the "learns at all" classifier (0: no gate)
+    depth: int = 3
+    learning_rate: float = 0.05
+    subsample: float = 0.8  # rows per tree (stochastic boosting)
+    rank_weight: float = 1.0  # weight of the pairwise ranking term against the squared error
+    pairs: int = 8192  # random same-dataset pairs per boosting round
+    temperature: float = 0.05  # accuracy gap that counts as one logit in the ranking term
+    margin: float = 0.05  # accuracies within this of chance count as "learns nothing"
     seed: int = 0
 
 
 #: The configurations :func:`fit` chooses from by validation Kendall τ (text / no text).
-TEXT_GRID = ({"text_dims": 16}, {"text_dims": 48}, {"text_dims": 16, "weight_decay": 1e-2},
-             {"text_dims": 48, "hidden": 128})
-NUMERIC_GRID = ({}, {"weight_decay": 1e-2}, {"hidden": 128})
+TEXT_GRID = ({"text_dims": 8}, {"text_dims": 16}, {"text_dims": 16, "rank_weight": 3.0}, {"text_dims": 16, "depth": 4})
+NUMERIC_GRID = ({}, {"rank_weight": 3.0}, {"depth": 4})
+
+
+def _chance(numeric: np.ndarray) -> np.ndarray:
+    """1 / classes per row, from the graph's output width (the ``log_classes`` feature)."""
+    from einnas.surrogate.features import NUMERIC_NAMES
+
+    classes = np.expm1(numeric[:, NUMERIC_NAMES.index("log_classes")])
+    return 1.0 / np.maximum(np.round(classes), 1.0)
+
+
+class _Trees:
+    """A boosted sum of regression trees stored as flat arrays (all trees side by side)."""
+
+    def __init__(self, left, right, feature, threshold, value, roots, base: float, depth: int):
+        self.left, self.right, self.feature = left, right, feature
+        self.threshold, self.value, self.roots = threshold, value, roots
+        self.base, self.depth = base, depth
+
+    @classmethod
+    def from_sklearn(cls, trees: list, base: float, learning_rate: float) -> "_Trees":
+        parts, offset, roots = [], 0, []
+        for tree in trees:
+            t = tree.tree_
+            n = t.node_count
+            left = np.where(t.children_left >= 0, t.children_left + offset, -1)
+            right = np.where(t.children_right >= 0, t.children_right + offset, -1)
+            parts.append((left, right, np.maximum(t.feature, 0), t.threshold, t.value[:, 0, 0] * learning_rate))
+            roots.append(offset)
+            offset += n
+        cat = [np.concatenate([p[i] for p in parts]) for i in range(5)]
+        depth = max((tree.get_depth() for tree in trees), default=0)
+        return cls(cat[0].astype(np.int32), cat[1].astype(np.int32), cat[2].astype(np.int32),
+                   cat[3].astype(np.float32), cat[4].astype(np.float32), np.array(roots, np.int32), base, depth)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if len(self.roots) == 0:
+            return np.full(len(x), self.base)
+        node = np.broadcast_to(self.roots, (len(x), len(self.roots))).copy()
+        rows = np.arange(len(x))[:, None]
+        for _ in range(self.depth):  # every tree of every row moves one level per step
+            leaf = self.left[node] < 0
+            go_left = x[rows, self.feature[node]] <= self.threshold[node]
+            node = np.where(leaf, node, np.where(go_left, self.left[node], self.right[node]))
+        return self.base + self.value[node].sum(1)
+
+    def tensors(self, prefix: str) -> dict:
+        return {f"{prefix}.{k}": getattr(self, k) for k in ("left", "right", "feature", "threshold", "value", "roots")} \
+            | {f"{prefix}.base": np.array([self.base], np.float32), f"{prefix}.depth": np.array([self.depth], np.int32)}
+
+    @classmethod
+    def from_tensors(cls, t: dict, prefix: str) -> "_Trees":
+        get = lambda k: t[f"{prefix}.{k}"]  # noqa: E731
+        return cls(get("left"), get("right"), get("feature"), get("threshold"), get("value"), get("roots"),
+                   float(get("base")[0]), int(get("depth")[0]))
+
+
+def _boost(x: np.ndarray, residual, rounds: int, config: FitConfig, base: float, rng: np.random.Generator) -> _Trees:
+    """Gradient boosting: each tree fits ``residual(score)`` (the negative gradient) on a row subsample."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    score = np.full(len(x), base)
+    trees = []
+    for _ in range(rounds):
+        target = residual(score)
+        rows = rng.random(len(x)) < config.subsample
+        tree = DecisionTreeRegressor(max_depth=config.depth, min_samples_leaf=5,
+                                     random_state=int(rng.integers(2**31)))
+        tree.fit(x[rows], target[rows])
+        score += config.learning_rate * tree.predict(x)
+        trees.append(tree)
+    return _Trees.from_sklearn(trees, base, config.learning_rate)
+
+
+def _rank_residual(y: np.ndarray, groups: np.ndarray, config: FitConfig, rng: np.random.Generator):
+    """Negative gradient of  pairwise logistic ranking loss * rank_weight + squared error / 2."""
+    by_group = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    by_group = [idx for idx in by_group if len(idx) >= 2]
+    n, t = len(y), config.temperature
+
+    def residual(score):
+        grad = np.zeros(n)
+        counts = np.zeros(n)
+        for idx in by_group:
+            k = max(1, config.pairs * len(idx) // n)
+            i, j = rng.choice(idx, k), rng.choice(idx, k)
+            diff = y[i] - y[j]
+            keep = np.abs(diff) > _TIE
+            i, j, sign = i[keep], j[keep], np.sign(diff[keep])
+            # d/ds_i softplus(-sign (s_i - s_j) / t) = -sign * sigmoid(-sign (s_i - s_j) / t) / t
+            push = sign / (1.0 + np.exp(np.clip(sign * (score[i] - score[j]) / t, -30, 30)))
+            np.add.at(grad, i, push)
+            np.add.at(grad, j, -push)
+            np.add.at(counts, i, 1)
+            np.add.at(counts, j, 1)
+        # in accuracy units: t * (pull per pair), averaged over the pairs a row took part in
+        rank = t * grad / np.maximum(counts, 1)
+        return (y - score) + config.rank_weight * rank
+
+    return residual
+
+
+def _gate_residual(labels: np.ndarray):
+    def residual(score):
+        return labels - 1.0 / (1.0 + np.exp(-np.clip(score, -30, 30)))
+
+    return residual
 
 
 class Predictor:
-    """A fitted ensemble. :meth:`predict` takes the raw feature tables of ``features.py``."""
+    """A fitted ensemble. :meth:`predict` takes the raw feature tables of ``features.py``.
+
+    Each member holds a gate (boosted classifier: will the network learn at all?)
+    and a ranking regressor. A member predicts chance accuracy (1 / classes) when its
+    gate says no, else its regressor's accuracy (never below chance). The
+    prediction is the members' mean; the uncertainty their standard deviation.
+    """
 
     def __init__(self, tensors: dict[str, np.ndarray], meta: dict):
         self.tensors = tensors
         self.meta = meta
         self.config = FitConfig(**{k: v for k, v in meta["config"].items() if k in FitConfig.__dataclass_fields__})
+        self._members = [
+            (_Trees.from_tensors(tensors, f"m{m}.gate") if f"m{m}.gate.roots" in tensors else None,
+             _Trees.from_tensors(tensors, f"m{m}.reg"))
+            for m in range(meta["members"])
+        ]
 
-    # -- inference (numpy only) --
     def _inputs(self, numeric: np.ndarray, text: np.ndarray | None) -> np.ndarray:
-        t = self.tensors
-        names = self.meta["features"]["numeric"]
         from einnas.surrogate.features import NUMERIC_NAMES
 
+        t = self.tensors
+        names = self.meta["features"]["numeric"]
         if list(names) != list(NUMERIC_NAMES):
             index = {n: i for i, n in enumerate(NUMERIC_NAMES)}
             missing = [n for n in names if n not in index]
             if missing:
                 raise ModelError(f"predictor needs numeric features this einnas does not compute: {missing[:3]}")
             numeric = numeric[:, [index[n] for n in names]]
-        x = np.clip((numeric - t["num_mean"]) / t["num_std"], -6, 6)
+        x = numeric.astype(np.float64)
         if self.config.use_text:
             if text is None:
                 raise UsageError("this predictor reads description text vectors; pass an encoder")
-            z = (text - t["text_mean"]) @ t["text_proj"] / t["text_std"]
-            x = np.concatenate([x, np.clip(z, -6, 6)], axis=1)
+            z = (text - t["text_mean"]) @ t["text_proj"]
+            x = np.concatenate([x, z], axis=1)
         return x.astype(np.float32)
 
+    def member_predictions(self, numeric: np.ndarray, text: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(members, n)`` probabilities that the network learns, and regressor accuracies."""
+        numeric = np.atleast_2d(numeric)
+        x = self._inputs(numeric, None if text is None else np.atleast_2d(text))
+        learns, acc = [], []
+        for gate, reg in self._members:
+            acc.append(reg(x))
+            learns.append(np.ones(len(x)) if gate is None else 1.0 / (1.0 + np.exp(-np.clip(gate(x), -30, 30))))
+        return np.stack(learns), np.stack(acc)
+
     def predict(self, numeric: np.ndarray, text: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation of the members' predicted accuracy, each ``(n,)``."""
-        x = self._inputs(np.atleast_2d(numeric), None if text is None else np.atleast_2d(text))
-        outs = []
-        for m in range(self.meta["members"]):
-            h = x
-            layer = 0
-            while f"m{m}.w{layer}" in self.tensors:
-                h = h @ self.tensors[f"m{m}.w{layer}"] + self.tensors[f"m{m}.b{layer}"]
-                if f"m{m}.w{layer + 1}" in self.tensors:
-                    h = np.maximum(h, 0.0)
-                layer += 1
-            outs.append(h[:, 0] + self.tensors["y_mean"][0])
-        stack = np.stack(outs)
-        return stack.mean(0), stack.std(0)
+        """Mean and standard deviation of the predicted accuracy, each ``(n,)``.
+
+        Chance accuracy where the members' mean probability of learning is below one
+        half, else the members' mean accuracy (never below chance); the spread is
+        that of the members' own gated predictions.
+        """
+        numeric = np.atleast_2d(numeric)
+        learns, acc = self.member_predictions(numeric, text)
+        chance = _chance(numeric)
+        acc = np.maximum(acc, chance)
+        mean = np.where(learns.mean(0) < 0.5, chance, acc.mean(0))
+        std = np.where(learns < 0.5, chance, acc).std(0)
+        return mean, std
 
     # -- persistence --
     def save(self, folder: str | Path) -> Path:
@@ -194,9 +331,8 @@ class Predictor:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.tensors.items()},
-                  str(folder / "model.safetensors"))
-        (folder / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=False) + "\n")
+        save_file({k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(folder / "model.safetensors"))
+        (folder / "meta.json").write_text(json.dumps(self.meta, indent=2) + "\n")
         return folder
 
     @classmethod
@@ -214,105 +350,58 @@ class Predictor:
             tensors = load_file(str(weights))
         except (ValueError, OSError, SafetensorError) as error:
             raise ModelError(f"predictor {str(folder)!r}: unreadable ({error})") from None
-        if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
             raise ModelError(f"predictor {str(folder)!r}: not an {FORMAT} v{FORMAT_VERSION} folder")
-        return cls(tensors, meta)
-
-
-# --- fitting ------------------------------------------------------------------------------------------
-
-
-def _pair_batches(groups: np.ndarray, y: np.ndarray, pairs: int, rng: np.random.Generator):
-    """Random pairs (i, j) from the same group with |y_i - y_j| > the tie tolerance."""
-    by_group = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-    by_group = [idx for idx in by_group if len(idx) >= 2]
-    sizes = np.array([len(idx) ** 2 for idx in by_group], float)
-    share = np.maximum(1, np.round(pairs * sizes / sizes.sum())).astype(int)
-    i_all, j_all = [], []
-    for idx, k in zip(by_group, share):
-        i = rng.choice(idx, k)
-        j = rng.choice(idx, k)
-        keep = np.abs(y[i] - y[j]) > _TIE
-        i_all.append(i[keep])
-        j_all.append(j[keep])
-    return np.concatenate(i_all), np.concatenate(j_all)
-
-
-def _train_member(x: np.ndarray, y: np.ndarray, groups: np.ndarray, config: FitConfig, seed: int) -> list:
-    import torch
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    layers = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], config.hidden), torch.nn.ReLU(),
-        torch.nn.Linear(config.hidden, config.hidden), torch.nn.ReLU(),
-        torch.nn.Linear(config.hidden, 1),
-    )
-    opt = torch.optim.AdamW(layers.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    xt = torch.from_numpy(x)
-    yt = torch.from_numpy(y.astype(np.float32))
-    for step in range(config.epochs):
-        lr = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.epochs))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        i, j = _pair_batches(groups, y, config.pairs, rng)
-        out = layers(xt)[:, 0]
-        sign = torch.sign(yt[i] - yt[j])
-        rank = torch.nn.functional.softplus(-sign * (out[i] - out[j]) / config.temperature).mean()
-        loss = rank + config.mse_weight * ((out - yt) ** 2).mean() / (config.temperature ** 2)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    linears = [m for m in layers if isinstance(m, torch.nn.Linear)]
-    return [(lin.weight.detach().numpy().T.copy(), lin.bias.detach().numpy().copy()) for lin in linears]
+        try:
+            return cls(tensors, meta)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelError(f"predictor {str(folder)!r}: incomplete ({error})") from None
 
 
 def fit_predictor(numeric: np.ndarray, text: np.ndarray | None, y: np.ndarray, groups: Sequence[str],
                   config: FitConfig, meta: dict | None = None) -> Predictor:
     """Fit one ensemble on the given rows (no selection, no evaluation)."""
-    import torch
-
-    if len(y) < 8:
-        raise UsageError(f"too few records to fit a predictor ({len(y)}; need at least 8 successful ones)")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: more threads only add synchronisation (10x slower on 2 busy cores)
-    try:
-        groups = np.asarray(groups)
-        y = np.asarray(y, dtype=np.float64)
-        num_mean = numeric.mean(0)
-        num_std = numeric.std(0) + 1e-6
-        tensors = {"num_mean": num_mean, "num_std": num_std, "y_mean": np.array([y.mean()])}
-        x = np.clip((numeric - num_mean) / num_std, -6, 6)
-        if config.use_text:
-            if text is None:
-                raise UsageError("use_text needs text vectors")
-            text_mean = text.mean(0)
-            _, _, vt = np.linalg.svd(text - text_mean, full_matrices=False)
-            proj = vt[: config.text_dims].T
-            z = (text - text_mean) @ proj
-            text_std = z.std(0) + 1e-6
-            tensors.update(text_mean=text_mean, text_proj=proj, text_std=text_std)
-            x = np.concatenate([x, np.clip(z / text_std, -6, 6)], axis=1)
-        x = x.astype(np.float32)
-        rng = np.random.default_rng(config.seed)
-        for m in range(config.members):
-            rows = rng.integers(0, len(y), len(y)) if config.members > 1 else np.arange(len(y))
-            weights = _train_member(x[rows], y[rows] - y.mean(), groups[rows], config, seed=config.seed * 1000 + m)
-            for layer, (w, b) in enumerate(weights):
-                tensors[f"m{m}.w{layer}"] = w
-                tensors[f"m{m}.b{layer}"] = b
-    finally:
-        torch.set_num_threads(threads)
     from einnas.surrogate.encoder import DIM
     from einnas.surrogate.features import NUMERIC_NAMES, OP_VOCAB
 
+    if len(y) < 8:
+        raise UsageError(f"too few records to fit a predictor ({len(y)}; need at least 8 successful ones)")
+    groups = np.asarray(groups)
+    y = np.asarray(y, dtype=np.float64)
+    chance = _chance(numeric)
+    learns = y > chance + config.margin
+    # Accuracies near chance differ by noise only (which class a collapsed network predicts):
+    # the regressor sees them as chance, so it spends no effort ordering them.
+    target = np.where(learns, y, chance)
+    tensors: dict[str, np.ndarray] = {}
+    x = numeric.astype(np.float64)
+    if config.use_text:
+        if text is None:
+            raise UsageError("use_text needs text vectors")
+        text_mean = text.mean(0)
+        _, _, vt = np.linalg.svd(text - text_mean, full_matrices=False)
+        proj = vt[: config.text_dims].T
+        tensors.update(text_mean=text_mean.astype(np.float32), text_proj=proj.astype(np.float32))
+        x = np.concatenate([x, (text - text_mean) @ proj], axis=1)
+    x = x.astype(np.float32)
+    rng = np.random.default_rng(config.seed)
+    for m in range(config.members):
+        rows = rng.integers(0, len(y), len(y)) if config.members > 1 else np.arange(len(y))
+        xm, ym, gm, lm = x[rows], target[rows], groups[rows], learns[rows]
+        reg = _boost(xm, _rank_residual(ym, gm, config, rng), config.trees, config, float(ym.mean()), rng)
+        tensors.update(reg.tensors(f"m{m}.reg"))
+        share = float(np.clip(lm.mean(), 0.01, 0.99))
+        if config.gate_trees > 0 and 0 < lm.sum() < len(lm):
+            gate = _boost(xm, _gate_residual(lm.astype(float)), config.gate_trees, config,
+                          math.log(share / (1 - share)), rng)
+            tensors.update(gate.tensors(f"m{m}.gate"))
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "members": config.members,
         "config": asdict(config),
         "features": {"numeric": list(NUMERIC_NAMES), "op_vocab": list(OP_VOCAB), "text_dim": DIM},
         **(meta or {}),
     }
-    return Predictor({k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}, meta)
+    return Predictor(tensors, meta)
 
 
 @dataclass
@@ -424,7 +513,7 @@ def training_ranges(data: Dataset) -> dict:
     """What the out-of-distribution note compares against: feature ranges and op types seen."""
     from einnas.surrogate.features import NUMERIC_NAMES
 
-    ops = sorted(set().union(*(g.op_types() for g in data.graphs))) if data.graphs else []
+    ops = sorted(set().union(*(g.op_types() for g in data.graphs if g is not None)))
     lo, hi = data.numeric.min(0), data.numeric.max(0)
     return {"op_types": ops,
             "numeric_min": {n: round(float(v), 4) for n, v in zip(NUMERIC_NAMES, lo)},
@@ -436,9 +525,13 @@ def provenance(seed: int, records: Sequence[str]) -> dict:
     from importlib import metadata
 
     files = []
-    for path in records:
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-        files.append({"file": Path(path).name, "sha256_16": digest})
+    for path in map(Path, records):
+        if path.is_dir():  # an ONNX folder: hash the names and sizes of its files
+            listing = "".join(f"{p.relative_to(path)}:{p.stat().st_size}\n" for p in sorted(path.rglob("*.onnx")))
+            digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
+        else:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        files.append({"file": path.name, "sha256_16": digest})
     try:
         version = metadata.version("einnas")
     except metadata.PackageNotFoundError:

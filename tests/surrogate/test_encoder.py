@@ -30,9 +30,10 @@ def encoder(tmp_path_factory):
 def test_compact_line_drops_names_params_and_shapes():
     line = "t2 = Conv(t1, kernel_shape=3, pads=1) #36.9k Nx64x16x16 > LeakyRelu > Conv(kernel_shape=3) #36.9k"
     assert compact_line(line) == "Conv(t, kernel_shape=3, pads=1) > LeakyRelu > Conv(kernel_shape=3)"
-    assert compact_line("t3 = Add(t2, t1) > LeakyRelu") == "Add(t, t) > LeakyRelu"
+    assert compact_line("t3 = Add(t2, t1) > LeakyRelu") == "Add(2 inputs) > LeakyRelu"
     assert compact_line("x = input Nx3x32x32") == "input 3x32x32"
-    assert compact_line("t6 = Concat(t3, t2, t4, axis=2) Nx2x4x2048") == "Concat(t, t, t, axis=2)"
+    assert compact_line("t6 = Concat(t3..t5, t2, axis=2) Nx2x4x2048") == "Concat(4 inputs, axis=2)"
+    assert compact_line("t1..t4 = 4x Transpose(x, perm=[0,2,1]) > MatMul #64") == "Transpose(t) > MatMul"
 
 
 def test_segments_merge_repeats_and_weight_blocks():
@@ -40,8 +41,8 @@ def test_segments_merge_repeats_and_weight_blocks():
     assert "einnas-onnx" not in " ".join(segs)  # the header's figures are numeric features
     assert segs["input 3x32x32"] == 1
     assert segs["Conv(t, kernel_shape=3, pads=1) > LeakyRelu > Conv(kernel_shape=3, pads=1)"] == 3  # 2x block + 1
-    assert segs["Add(t, t) > LeakyRelu"] == 2
-    assert sum(segs.values()) == 7
+    assert segs["Add(2 inputs) > LeakyRelu"] == 2
+    assert sum(segs.values()) == 8  # input, stem, 2x(2 lines), conv line, output line
 
 
 def test_embeddings_are_normalised_and_sensible(encoder):

@@ -1,0 +1,132 @@
+"""Surrogate-assisted search: the predictor ranks many proposals, the best is evaluated."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from einnas.search import RandomSampling, RegularisedEvolution, StudyView, TrialRecord, run_worker
+from einnas.search.assisted import (
+    AssistedStrategy, SurrogateEvaluator, SurrogateRanker, make_evaluator, make_strategy, predictor_id,
+)
+
+
+def record(number, arch, value, origin="init"):
+    return TrialRecord(
+        number=number, state="COMPLETE", value=value, arch=arch.string, archid=arch.archid,
+        params=arch.info.params, origin=origin, parent=None, scored_by="trained", reason=None, detail="",
+        seconds=1.0, retried=False, retry_of=None, attrs={},
+    )
+
+
+@pytest.fixture(scope="module")
+def predictor_dir(tmp_path_factory, fake):
+    """A numeric-only predictor whose accuracy grows with the parameter count (synthetic labels)."""
+    from einnas.surrogate.features import DescriptionCache, describe_arch, feature_table
+    from einnas.surrogate.predictor import Dataset, FitConfig, fit, save_atomic, split_of
+
+    space = fake.make_space()
+    archs = [space.sample(random.Random(i)) for i in range(20)]
+    graphs = [describe_arch(a, space.input_shape, space.num_classes, DescriptionCache(None)) for a in archs]
+    numeric, _ = feature_table(graphs)
+    y = np.array([0.1 + 0.8 / (1 + math.exp(-(math.log(a.info.params) - 7))) for a in archs])
+    data = Dataset([{"archid": a.archid, "dataset": "toy"} for a in archs], graphs, numeric, None, y,
+                   np.array(["toy"] * 20), np.array([split_of(a.archid, holdout=0.0) for a in archs]),
+                   np.full(20, 0.1))
+    folder = tmp_path_factory.mktemp("assisted") / "p"
+    save_atomic(fit(data, FitConfig(use_text=False, members=2, trees=40, gate_trees=0), grid=()), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ranker(predictor_dir, fake):
+    from einnas.surrogate.score import load_predictor
+
+    return SurrogateRanker(load_predictor(predictor_dir), fake.make_space())
+
+
+def test_proposes_the_best_predicted_of_the_base_proposals(ranker, fake):
+    base = RandomSampling(ranker.space)
+    strategy = AssistedStrategy(base, ranker, candidates=6)
+    chosen = strategy.propose(StudyView([]), 0, random.Random(5))
+    rng = random.Random(5)
+    candidates = [base.propose(StudyView([]), 0, rng).arch for _ in range(6)]
+    scores = strategy.scores(candidates, StudyView([]))
+    assert chosen.arch.archid == candidates[int(np.argmax(scores))].archid
+    assert chosen.origin == "random"
+    again = AssistedStrategy(base, ranker, candidates=6).propose(StudyView([]), 0, random.Random(5))
+    assert again.arch.string == chosen.arch.string  # no state outside the view and the rng
+
+
+def test_seed_architectures_pass_through_unranked(ranker):
+    from einnas.search import resolve_init
+
+    base = RegularisedEvolution(ranker.space, population=4, tournament=2,
+                                init=resolve_init("mlp_mixer", ranker.space))
+    proposal = AssistedStrategy(base, ranker, candidates=8).propose(StudyView([]), 0, random.Random(0))
+    assert proposal.origin == "seed:mlp_mixer"
+
+
+def test_mutations_keep_their_parent_and_skip_taken_archs(ranker):
+    space = ranker.space
+    members = [space.sample(random.Random(100 + i)) for i in range(4)]
+    view = StudyView([record(i, a, 0.2 + 0.1 * i) for i, a in enumerate(members)])
+    base = RegularisedEvolution(space, population=4, tournament=2)
+    proposal = AssistedStrategy(base, ranker, candidates=5).propose(view, 4, random.Random(1))
+    assert proposal.origin == "mutation" and proposal.parent in range(4)
+    assert proposal.arch.archid not in view.taken
+
+
+def test_settings_name_the_predictor(ranker):
+    settings = AssistedStrategy(RandomSampling(ranker.space), ranker, candidates=4).settings()
+    assert settings["strategy"] == "random"
+    assert settings["assisted"] == {"candidates": 4, "kappa": 0.0, "refit_every": 0,
+                                    "predictor": predictor_id(ranker.predictor)}
+
+
+def test_surrogate_evaluator_trains_nothing(ranker):
+    evaluator = SurrogateEvaluator(ranker)
+    arch = ranker.space.sample(random.Random(3))
+    result = evaluator.evaluate(arch, seed=0)
+    assert evaluator.scored_by == "predicted" and result.ok and 0.0 <= result.value <= 1.0
+    assert result.params == arch.info.params and "predicted_std" in result.extra
+
+
+def test_refit_on_the_studys_trained_trials_changes_the_ranking(ranker):
+    space = ranker.space
+    archs = [space.sample(random.Random(200 + i)) for i in range(12)]
+    # the study says the opposite of the shipped predictor: small networks are best
+    view = StudyView([record(i, a, 1.0 / math.log(a.info.params + 3)) for i, a in enumerate(archs)])
+    plain = AssistedStrategy(RandomSampling(space), ranker, candidates=4)
+    refit = AssistedStrategy(RandomSampling(space), ranker, candidates=4, refit_every=6)
+    candidates = [space.sample(random.Random(300 + i)) for i in range(6)]
+    assert refit._refit(view) is not None and plain._refit(view) is None
+    assert not np.allclose(plain.scores(candidates, view), refit.scores(candidates, view))
+    assert refit._refit(view)[0] is refit._refit(view)[0]  # fitted once per set of rows
+
+
+def test_worker_loop_with_assisted_strategy_and_predicted_scores(predictor_dir, fake):
+    import optuna
+
+    space = fake.make_space()
+    strategy = make_strategy(RegularisedEvolution(space, 4, 2), str(predictor_dir), space=space, seed=0, candidates=4)
+    evaluator = make_evaluator(str(predictor_dir), space=space)
+    study = optuna.create_study(direction="maximize")
+    stats = run_worker(study, strategy, evaluator, seed=0, trials=8)
+    view = StudyView.of(study)
+    assert stats.evaluated == 8 and view.counted == 8
+    assert {r.scored_by for r in view.records} == {"predicted"}
+    assert {r.origin for r in view.records} <= {"init", "mutation"}
+
+
+def test_cli_search_with_the_surrogate_evaluator(predictor_dir, tmp_path, capsys):
+    from einnas.cli import main
+
+    code = main(["search", "--dataset", "digits", "--trials", "5", "--seed", "1", "--evaluator", "surrogate",
+                 "--surrogate", str(predictor_dir), "--no-final", "--out", str(tmp_path / "run"), "-q",
+                 "--max-params", "50000", "--max-activations", "20000"])
+    assert code == 0, capsys.readouterr().err
+    assert "predicted" in (tmp_path / "run" / "report.json").read_text()
