@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from einnas.errors import UsageError
+from einnas.errors import ArchitectureError, UsageError
 
 #: Version of the record layout.
 RECORD_VERSION = 1
@@ -62,6 +62,7 @@ class BenchConfig:
     grammar: str | None = None
     plugins: tuple[str, ...] = ()
     claim_timeout: float | None = None  # seconds until a foreign-host claim is stale; None: from budget
+    dataset_name: str | None = None  # the loaded dataset's name (records store it); set by the worker
     command: str = field(default_factory=lambda: " ".join(["einnas", *sys.argv[1:]]))
 
     def stale_after(self) -> float:
@@ -162,8 +163,12 @@ def _claim_live(claim: dict, now: float, stale_after: float) -> bool:
     return now - claim.get("time", 0) < stale_after
 
 
-def _slot_key(config: BenchConfig, record: dict) -> tuple | None:
-    if record.get("dataset") != config.dataset or record.get("bench_seed") != config.seed:
+def _name(config: BenchConfig) -> str:
+    return config.dataset_name or config.dataset
+
+
+def _slot_key(config: BenchConfig, record: dict) -> int | None:
+    if record.get("dataset") != _name(config) or record.get("bench_seed") != config.seed:
         return None
     return record.get("index")
 
@@ -185,19 +190,22 @@ def _plan_slot(config: BenchConfig, grammar, dataset, index: int, records: list[
 
     seed = slot_seed(config.seed, index)
     rng = random.Random(seed)
-    same = [r for r in records if r.get("dataset") == config.dataset]
+    same = [r for r in records if r.get("dataset") == _name(config)]
     seen = {r["archid"] for r in same}
     good = sorted((r for r in same if r.get("ok") and r.get("val_acc") is not None), key=lambda r: -r["val_acc"])
     shape, classes = dataset.input_shape, dataset.num_classes
     want_mutation = rng.random() < config.mutate_fraction and len(good) >= 5
     parent = None
     for _attempt in range(20):  # redraw duplicates of records already present
+        arch = None
         if want_mutation:
             top = good[: max(5, int(len(good) * config.top_fraction))]
             parent = top[rng.randrange(len(top))]
-            base = parse_arch(parent["arch"], grammar)
-            arch = mutate(grammar, base, rng, shape, classes, limits)
-        else:
+            try:
+                arch = mutate(grammar, parse_arch(parent["arch"], grammar), rng, shape, classes, limits)
+            except ArchitectureError:  # a record of another grammar or shape: sample instead
+                want_mutation, parent = False, None
+        if arch is None:
             arch = sample_one(grammar, rng, shape, classes, limits)
         if arch.archid not in seen:
             break
@@ -215,7 +223,7 @@ def _claim(config: BenchConfig, grammar, dataset, limits) -> _Plan | None:
         if claims_path.exists():
             with open(claims_path, encoding="utf-8") as cf:
                 for claim in _read_lines(cf):
-                    if claim.get("dataset") == config.dataset and claim.get("bench_seed") == config.seed \
+                    if claim.get("dataset") == _name(config) and claim.get("bench_seed") == config.seed \
                             and _claim_live(claim, now, config.stale_after()):
                         live.add(claim.get("index"))
         index = next((i for i in range(config.n) if i not in done and i not in live), None)
@@ -224,7 +232,7 @@ def _claim(config: BenchConfig, grammar, dataset, limits) -> _Plan | None:
         plan = _plan_slot(config, grammar, dataset, index, [r for r in records if "arch" in r], limits)
         with open(claims_path, "a+", encoding="utf-8") as cf:
             _append_line(cf, {
-                "index": index, "dataset": config.dataset, "bench_seed": config.seed,
+                "index": index, "dataset": _name(config), "bench_seed": config.seed,
                 "pid": os.getpid(), "host": socket.gethostname(), "time": now,
             })
         return plan
@@ -264,6 +272,7 @@ def build_worker(
     device = resolve_device(config.device)
     grammar = load_grammar(config.grammar, plugins=config.plugins)
     dataset = load_dataset(config.dataset)
+    config.dataset_name = dataset.name
     limits = Limits(max_params=config.max_params, max_activations=config.max_activations)
     train_config = TrainConfig(seconds=config.seconds, threads=config.threads)
     if config.epochs is not None:
@@ -333,7 +342,7 @@ def build(config: BenchConfig, workers: int = 1, quiet: bool = False) -> dict:
     from einnas.evaluate import load_dataset, resolve_device
 
     resolve_device(config.device)
-    load_dataset(config.dataset)  # a bad name fails here, once
+    config.dataset_name = load_dataset(config.dataset).name  # a bad name fails here, once
     with locked(config.out):
         pass  # creates the file and checks the folder
     if workers <= 1:
