@@ -215,18 +215,22 @@ def load_grammar(path: str | Path | None = None, plugins=()) -> Grammar:
     return _load_cached(str(path), tuple(plugins))
 
 
-@lru_cache(maxsize=32)
-def _load_cached(path: str, plugins: tuple) -> Grammar:
+def read_user_text(path: str | Path, max_bytes: int, error: type, what: str) -> str:
+    """Read a user's text file with a size limit; problems raise ``error`` as one line."""
     file = Path(path)
     try:
-        if file.stat().st_size > MAX_GRAMMAR_BYTES:
-            raise GrammarError(f"{path}: grammar file is larger than {MAX_GRAMMAR_BYTES} bytes")
-        text = file.read_text(encoding="utf-8")
+        if file.stat().st_size > max_bytes:
+            raise error(f"{path}: {what} is larger than {max_bytes} bytes")
+        return file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise GrammarError(f"{path}: grammar file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise GrammarError(f"{path}: cannot read grammar file ({error})") from None
-    return grammar_from_text(text, path, plugins)
+        raise error(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as problem:
+        raise error(f"{path}: cannot read {what} ({problem})") from None
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: str, plugins: tuple) -> Grammar:
+    return grammar_from_text(read_user_text(path, MAX_GRAMMAR_BYTES, GrammarError, "grammar file"), path, plugins)
 
 
 def grammar_from_text(text: str, path: str = "<grammar>", plugins: tuple = ()) -> Grammar:

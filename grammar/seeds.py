@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from einnas.errors import ArchitectureError
-from einnas.grammar.pcfg import Grammar, load_grammar
+from einnas.grammar.pcfg import Grammar, load_grammar, read_user_text
 from einnas.grammar.tree import Architecture, parse_arch
 
 SEED_DIR = Path(__file__).with_name("seeds")
@@ -32,14 +32,7 @@ def resolve_arch(text: str, grammar: Grammar | None = None) -> Architecture:
         return parse_arch(seed_text(text), grammar)
     if text.startswith("@"):
         path = Path(text[1:])
-        try:
-            if path.stat().st_size > MAX_ARCH_FILE_BYTES:
-                raise ArchitectureError(f"{path}: architecture file larger than {MAX_ARCH_FILE_BYTES} bytes")
-            content = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ArchitectureError(f"{path}: architecture file not found") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ArchitectureError(f"{path}: cannot read architecture file ({error})") from None
+        content = read_user_text(path, MAX_ARCH_FILE_BYTES, ArchitectureError, "architecture file")
         try:
             return parse_arch(content, grammar)
         except ArchitectureError as error:
