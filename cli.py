@@ -547,7 +547,7 @@ class SurrogateFit(Command):
         encoder = None if args.no_text else TextEncoder(runtime=args.runtime, store=folder)
         data = featurize(records, encoder, DescriptionCache(folder), holdout=args.holdout, log=log)
         meta = {"encoder": encoder.spec if encoder else None, "holdout": args.holdout,
-                "provenance": provenance(args.seed, [r for r in args.records])}
+                "provenance": provenance(args.seed, [r for r in args.records], argv=args.argv)}
         predictor = fit(data, FitConfig(use_text=not args.no_text, members=args.members, seed=args.seed),
                         meta=meta, log=log)
         save_atomic(predictor, args.out)
@@ -670,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded as provenance by some commands
     command = getattr(args, "_command", None)
     if command is None:
         parser.print_help()

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             if name in scores:
                 s = scores[name]
                 rows.append({"model": model, "fit on": fitted_on, "eval on": name,
-                             "zero-shot": fitted_on not in (name, "all"), **s})
+                             "zero-shot": fitted_on not in (name, "all", "-"), **s})
 
     # Baseline 1: parameter count alone (more parameters = better), no fitting.
     params = test.numeric[:, list(NUMERIC_NAMES).index("log_params")]

@@ -520,8 +520,8 @@ def training_ranges(data: Dataset) -> dict:
             "numeric_max": {n: round(float(v), 4) for n, v in zip(NUMERIC_NAMES, hi)}}
 
 
-def provenance(seed: int, records: Sequence[str]) -> dict:
-    """Command, seed, date, versions and record files (with hashes) of a fit."""
+def provenance(seed: int, records: Sequence[str], argv: Sequence[str] | None = None) -> dict:
+    """Command (``argv`` after ``einnas``; default: this process's), seed, date, versions and record files."""
     from importlib import metadata
 
     files = []
@@ -536,7 +536,7 @@ def provenance(seed: int, records: Sequence[str]) -> dict:
         version = metadata.version("einnas")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    return {"command": " ".join(["einnas", *sys.argv[1:]]), "seed": seed,
+    return {"command": " ".join(["einnas", *(sys.argv[1:] if argv is None else argv)]), "seed": seed,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "einnas": version, "record_files": files}
 
@@ -570,6 +570,7 @@ def save_atomic(predictor: Predictor, folder: str | Path) -> Path:
         predictor.save(tmp)
         folder.mkdir(exist_ok=True)
         for name in ("model.safetensors", "meta.json"):  # weights first: meta.json marks a complete folder
+            os.chmod(tmp / name, 0o644)  # safetensors writes 0600; a predictor is meant to be shared
             os.replace(tmp / name, folder / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -103,7 +103,7 @@ def ood_notes(predictor, graph, numeric: np.ndarray) -> list[str]:
             continue
         value = float(numeric[NUMERIC_NAMES.index(name)])
         low, high = lo[name], hi[name]
-        margin = 0.05 * max(high - low, 1e-6)
+        margin = 0.05 * max(high - low, 1e-3 * abs(high), 1e-3)  # tolerate float32 storage of the range
         if value < low - margin or value > high + margin:
             notes.append(f"{label} {_compact(inverse(value))} outside the training range "
                          f"{_compact(inverse(low))}–{_compact(inverse(high))}")

@@ -133,3 +133,33 @@ def test_too_few_rows_is_a_usage_error():
     numeric, _, y = synthetic(5)
     with pytest.raises(UsageError):
         fit_predictor(numeric, None, y, ["g"] * 5, FitConfig(**SMALL))
+
+
+def test_cli_fit_and_eval_on_records(tmp_path, capsys, monkeypatch):
+    """`surrogate fit` writes a predictor with held-out metrics; `surrogate eval` recomputes them."""
+    from einnas.cli import main
+    from einnas.grammar import Limits, load_grammar, sample
+
+    monkeypatch.setenv("EINNAS_CACHE_DIR", str(tmp_path / "cache"))
+    archs = sample(load_grammar(), 40, seed=4, input_shape=(1, 8, 8), limits=Limits(max_params=20_000,
+                                                                                    max_activations=20_000))
+    with open(tmp_path / "r.jsonl", "w") as handle:
+        for a in archs:
+            acc = 0.1 + 0.8 / (1 + math.exp(-(math.log(a.info.params) - 7)))
+            handle.write(json.dumps({"arch": a.string, "archid": a.archid, "dataset": "digits", "ok": True,
+                                     "val_acc": acc, "input_shape": [1, 8, 8], "num_classes": 10,
+                                     "budget": {"epochs": 1}}) + "\n")
+        handle.write(json.dumps({"arch": archs[0].string, "archid": "failed000000", "dataset": "digits",
+                                 "ok": False, "val_acc": None, "reason": "timeout"}) + "\n")
+    out = tmp_path / "pred"
+    assert main(["surrogate", "fit", str(tmp_path / "r.jsonl"), "-o", str(out), "--no-text", "--members", "2",
+                 "--holdout", "0.3", "-q", "-f", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["training"]["digits"]["records"] == 40 and report["heldout"]["digits"]["n"] > 3
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["provenance"]["command"].startswith("einnas surrogate fit") and meta["holdout"] == 0.3
+    assert main(["surrogate", "eval", str(out), "--records", str(tmp_path / "r.jsonl"), "-q", "-f", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["n"] == report["heldout"]["digits"]["n"]
+    assert row["kendall_tau"] == pytest.approx(report["heldout"]["digits"]["kendall_tau"], abs=1e-4)
+    assert main(["surrogate", "fit", str(tmp_path / "missing.jsonl"), "-o", str(out)]) == 2
