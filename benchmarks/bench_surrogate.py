@@ -27,8 +27,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,7 +41,7 @@ def main(argv=None) -> int:
     from einnas.surrogate.bench import read_records
     from einnas.surrogate.encoder import TextEncoder, cache_dir
     from einnas.surrogate.features import NUMERIC_NAMES, DescriptionCache
-    from einnas.surrogate.predictor import FitConfig, featurize, fit, rank_metrics
+    from einnas.surrogate.predictor import FitConfig, evaluate, featurize, fit, rank_metrics
 
     folder = args.cache or cache_dir()
     t0 = time.perf_counter()
@@ -75,8 +73,6 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             base = FitConfig(use_text=use_text, members=args.members, seed=args.seed)
             predictor = fit(subset, base)
-            from einnas.surrogate.predictor import evaluate
-
             report(model, fitted_on, evaluate(predictor, test))
             log(f"{model} on {fitted_on}: {time.perf_counter() - t:.0f}s, chose {predictor.meta['selection']}")
 

@@ -97,21 +97,26 @@ def test_user_errors_exit_2(first_run):
 
 
 def test_sigkill_then_rerun_keeps_and_completes(tmp_path):
-    # three epochs: long enough trials to be caught in the middle of one
-    command = ["search", "--dataset", "digits", "--trials", "8", "--seed", "3", "--no-final", "-q", *FAST, "--epochs", "3"]
+    # batches of 4 make each trial take a second or more even on a fast machine: long enough to be caught in
+    # the middle of one (with the FAST settings a trial takes well under 0.1 s)
+    command = ["search", "--dataset", "digits", "--trials", "8", "--seed", "3", "--no-final", "-q", *FAST,
+               "--epochs", "4", "--batch-size", "4"]
     journal = tmp_path / "runs" / "digits-re-s3" / "study.journal"
     proc = subprocess.Popen([sys.executable, "-m", "einnas.cli", *command], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     before = None
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
         if journal.exists():
             view = _view(journal)
             if view.counted >= 2 and any(r.state == "RUNNING" and r.arch for r in view.records):  # training
                 before = view
                 break
-    assert before is not None, "the search did not get going"
+    if before is None:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"no trial was caught training (exit status {proc.returncode}): {err.decode()[-2000:]}")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = {r.number: r.archid for r in before.records if r.counted}
