@@ -352,6 +352,9 @@ class Search(Command):
         parser.add_argument("--out", metavar="DIR", help="run folder for the study, ONNX, report and plot (default: runs/NAME)")
         parser.add_argument("--surrogate", default="none", metavar="default|PATH|none", help="surrogate-assisted proposals (default none)")
         parser.add_argument("--evaluator", choices=["train", "surrogate"], default="train", help="score by training (default) or by the predictor")
+        parser.add_argument("--candidates", type=positive_int, metavar="N", help="with --surrogate: proposals ranked per trained candidate (default 16)")
+        parser.add_argument("--kappa", type=float, default=0.0, help="with --surrogate: rank by predicted mean + KAPPA x ensemble std (default 0)")
+        parser.add_argument("--refit-every", type=int, default=0, metavar="K", help="with --surrogate: refit a predictor on the study's trained trials every K of them and blend it in (default 0: never)")
         parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
         parser.add_argument("--threads", type=positive_int, help="torch CPU threads while training (default 1: run a worker per core)")
         parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -372,6 +375,7 @@ class Search(Command):
             seconds=args.seconds, batch_size=args.batch_size, lr=args.lr, max_params=args.max_params,
             max_activations=args.max_activations, final_epochs=args.final_epochs, storage=args.storage,
             study_name=args.study_name, out=args.out, surrogate=args.surrogate, evaluator=args.evaluator,
+            candidates=args.candidates, kappa=args.kappa, refit_every=args.refit_every,
             device=args.device, threads=args.threads, grammar=args.grammar, plugins=tuple(args.plugin),
             final=not args.no_final,
         )

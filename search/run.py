@@ -15,12 +15,14 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from einnas.errors import UsageError
+from einnas.search import assisted
 from einnas.search.loop import Progress, WorkerStats, run_worker
 from einnas.search.records import StudyView
 from einnas.search.storage import (
@@ -69,6 +71,9 @@ class SearchConfig:
     plugins: tuple[str, ...] = ()
     surrogate: str = "none"  # none | default | PATH (einnas.search.assisted)
     evaluator: str = "train"  # train | surrogate
+    candidates: int | None = None  # proposals the predictor ranks per trained trial (None: assisted default)
+    kappa: float = 0.0  # rank by mean + kappa * std of the ensemble
+    refit_every: int = 0  # >0: refit a predictor on the study's trained trials every k of them
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD
     top: int = 10  # rows of the results table
@@ -94,6 +99,15 @@ class SearchConfig:
             raise UsageError(f"--evaluator {self.evaluator!r}: expected train or surrogate")
         if self.evaluator == "surrogate" and self.surrogate == "none":
             raise UsageError("--evaluator surrogate needs a predictor: --surrogate default or --surrogate PATH")
+        if self.candidates is not None and self.candidates < 1:
+            raise UsageError(f"--candidates must be positive, not {self.candidates}")
+        if self.refit_every < 0:
+            raise UsageError(f"--refit-every must be 0 (never) or positive, not {self.refit_every}")
+        if not math.isfinite(self.kappa):
+            raise UsageError(f"--kappa must be a finite number, not {self.kappa}")
+        if self.surrogate == "none" and (self.candidates is not None or self.kappa or self.refit_every):
+            raise UsageError("--candidates, --kappa and --refit-every tune surrogate-assisted proposals: "
+                             "give --surrogate default or --surrogate PATH")
         if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.study_name):
             raise UsageError(f"--study-name {self.study_name!r}: use letters, digits, '.', '_' and '-' only")
 
@@ -125,16 +139,6 @@ class SearchOutcome:
 def _fit(default: int, sizes: list[int]) -> int:
     """A limit that the seed architectures fit in with room for their children."""
     return max([default] + [int(1.25 * size) for size in sizes])
-
-
-def _assisted():
-    try:
-        import einnas.search.assisted as assisted
-    except ModuleNotFoundError as error:
-        if error.name in ("einnas.search.assisted",):
-            raise UsageError("surrogate-assisted search needs einnas.search.assisted, which this build lacks") from None
-        raise
-    return assisted
 
 
 def _version() -> str:
@@ -190,11 +194,14 @@ class Search:
             max_params=limits.max_params, threads=config.threads,
         )
         if config.evaluator == "surrogate":
-            evaluator = _assisted().make_evaluator(config.surrogate, space=self.space, dataset=self.dataset)
+            evaluator = assisted.make_evaluator(config.surrogate, space=self.space, dataset=self.dataset)
         else:
             evaluator = TrainingEvaluator(self.dataset, self.train_config, device=config.device)
         if config.surrogate != "none":
-            strategy = _assisted().make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed)
+            tuning = {"kappa": config.kappa, "refit_every": config.refit_every}
+            if config.candidates is not None:
+                tuning["candidates"] = config.candidates
+            strategy = assisted.make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed, **tuning)
         self.strategy, self.evaluator = strategy, evaluator
 
         label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name

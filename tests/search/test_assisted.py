@@ -130,3 +130,27 @@ def test_cli_search_with_the_surrogate_evaluator(predictor_dir, tmp_path, capsys
                  "--max-params", "50000", "--max-activations", "20000"])
     assert code == 0, capsys.readouterr().err
     assert "predicted" in (tmp_path / "run" / "report.json").read_text()
+
+
+def test_cli_assisted_training_search_records_its_tuning_and_refuses_other_tuning(predictor_dir, tmp_path, capsys):
+    import json
+
+    from einnas.cli import main
+
+    base = ["search", "--dataset", "digits", "--trials", "10", "--seed", "2", "--surrogate", str(predictor_dir),
+            "--no-final", "--out", str(tmp_path / "run"), "-q", "-f", "json", "--epochs", "1", "--threads", "1",
+            "--max-params", "30000", "--max-activations", "8000"]
+    code = main([*base, "--candidates", "3", "--refit-every", "4", "--kappa", "0.5"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["trials"]["counted"] == 10
+    assert report["settings"]["assisted"]["candidates"] == 3
+    assert report["settings"]["assisted"]["refit_every"] == 4 and report["settings"]["assisted"]["kappa"] == 0.5
+    # resuming the same study with another tuning is refused in one line, the study untouched
+    code = main([*base, "--trials", "12", "--candidates", "5", "--refit-every", "4", "--kappa", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "made for another search" in err and "assisted" in err and err.count("\n") == 1
+    # tuning without a predictor is a usage error
+    code = main(["search", "--dataset", "digits", "--trials", "3", "--refit-every", "4"])
+    assert code == 2 and "--surrogate" in capsys.readouterr().err
