@@ -20,17 +20,11 @@ def test_default_study_name_is_the_same_for_the_same_command():
     ({"trials": 3, "evaluator": "surrogate"}, "needs a predictor"),
     ({"trials": 3, "study_name": "a b"}, "--study-name"),
     ({"trials": 3, "seconds": -1.0}, "--seconds must be positive"),
+    ({"trials": 3, "surrogate": "default", "candidates": 0}, "--candidates must be positive"),
+    ({"trials": 3, "surrogate": "default", "refit_every": -2}, "--refit-every must be 0"),
+    ({"trials": 3, "surrogate": "default", "kappa": float("nan")}, "--kappa must be a finite"),
+    ({"trials": 3, "kappa": 1.0}, "give --surrogate"),
 ])
 def test_bad_options(kwargs, message):
     with pytest.raises(UsageError, match=message):
         SearchConfig("digits", **kwargs).check()
-
-
-def test_surrogate_needs_the_assisted_module(monkeypatch):
-    import sys
-
-    from einnas.search.run import _assisted
-
-    monkeypatch.setitem(sys.modules, "einnas.search.assisted", None)  # as if the module were missing
-    with pytest.raises(UsageError, match="einnas.search.assisted"):
-        _assisted()
