@@ -154,3 +154,21 @@ def test_cli_assisted_training_search_records_its_tuning_and_refuses_other_tunin
     # tuning without a predictor is a usage error
     code = main(["search", "--dataset", "digits", "--trials", "3", "--refit-every", "4"])
     assert code == 2 and "--surrogate" in capsys.readouterr().err
+
+
+def test_cli_main_job_path_with_the_shipped_predictor(tmp_path, capsys):
+    """The README's main job in miniature: `--surrogate default` ranks with the shipped predictor."""
+    import json
+
+    from einnas.cli import main
+    from einnas.surrogate.score import load_predictor
+
+    code = main(["search", "--dataset", "digits", "--trials", "5", "--seed", "0", "--surrogate", "default",
+                 "--candidates", "4", "--final-epochs", "1", "--out", str(tmp_path / "run"), "-q", "-f", "json",
+                 "--epochs", "1", "--threads", "1", "--max-params", "30000", "--max-activations", "8000"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["settings"]["assisted"]["predictor"] == predictor_id(load_predictor("default"))
+    assert report["trials"]["counted"] == 5 and report["final"]["ok"]
+    assert (tmp_path / "run" / "best.onnx").is_file()
