@@ -71,7 +71,7 @@ class SearchConfig:
     plugins: tuple[str, ...] = ()
     surrogate: str = "none"  # none | default | PATH (einnas.search.assisted)
     evaluator: str = "train"  # train | surrogate
-    candidates: int | None = None  # proposals the predictor ranks per trained trial (None: assisted default)
+    candidates: int = assisted.DEFAULT_CANDIDATES  # proposals the predictor ranks per trained trial
     kappa: float = 0.0  # rank by mean + kappa * std of the ensemble
     refit_every: int = 0  # >0: refit a predictor on the study's trained trials every k of them
     heartbeat_interval: int = HEARTBEAT_INTERVAL
@@ -99,13 +99,13 @@ class SearchConfig:
             raise UsageError(f"--evaluator {self.evaluator!r}: expected train or surrogate")
         if self.evaluator == "surrogate" and self.surrogate == "none":
             raise UsageError("--evaluator surrogate needs a predictor: --surrogate default or --surrogate PATH")
-        if self.candidates is not None and self.candidates < 1:
+        if self.candidates < 1:
             raise UsageError(f"--candidates must be positive, not {self.candidates}")
         if self.refit_every < 0:
             raise UsageError(f"--refit-every must be 0 (never) or positive, not {self.refit_every}")
         if not math.isfinite(self.kappa):
             raise UsageError(f"--kappa must be a finite number, not {self.kappa}")
-        if self.surrogate == "none" and (self.candidates is not None or self.kappa or self.refit_every):
+        if self.surrogate == "none" and (self.candidates != assisted.DEFAULT_CANDIDATES or self.kappa or self.refit_every):
             raise UsageError("--candidates, --kappa and --refit-every tune surrogate-assisted proposals: "
                              "give --surrogate default or --surrogate PATH")
         if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.study_name):
@@ -198,10 +198,9 @@ class Search:
         else:
             evaluator = TrainingEvaluator(self.dataset, self.train_config, device=config.device)
         if config.surrogate != "none":
-            tuning = {"kappa": config.kappa, "refit_every": config.refit_every}
-            if config.candidates is not None:
-                tuning["candidates"] = config.candidates
-            strategy = assisted.make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed, **tuning)
+            strategy = assisted.make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed,
+                                              candidates=config.candidates, kappa=config.kappa,
+                                              refit_every=config.refit_every)
         self.strategy, self.evaluator = strategy, evaluator
 
         label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name

@@ -77,26 +77,20 @@ _BLOCK_OPEN = re.compile(r"^\s*(\d+)x\[\s*$")
 _RANGE = re.compile(r"^[A-Za-z_]+(\d+)\.\.[A-Za-z_]+(\d+)$")
 
 
-_TOKENS: dict[str, re.Pattern] = {}
-
-
 def _split_top(text: str, sep: str) -> list[str]:
     """Split at ``sep`` outside brackets and parentheses."""
     if not any(ch in text for ch in "([{"):
         return text.split(sep)  # the common case: nothing nested
-    pattern = _TOKENS.get(sep)
-    if pattern is None:
-        pattern = _TOKENS[sep] = re.compile(r"[(\[{]|[)\]}]|" + re.escape(sep))
-    parts, depth, start, resume = [], 0, 0, 0
-    for match in pattern.finditer(text):
+    parts, depth, start = [], 0, 0
+    for match in re.finditer(r"[(\[{]|[)\]}]|" + re.escape(sep), text):  # re caches the compiled pattern
         token = match.group()
         if token in "([{":
             depth += 1
         elif token in ")]}":
             depth = max(0, depth - 1)
-        elif depth == 0 and match.start() >= resume:
+        elif depth == 0:  # finditer's matches never overlap
             parts.append(text[start:match.start()])
-            start = resume = match.end()
+            start = match.end()
     parts.append(text[start:])
     return parts
 

@@ -55,23 +55,10 @@ def prepare(model, symbols: dict) -> tuple:
         if len(found) == len(values):
             break
         values = found
-        if _all_shapes_known(probe.graph):
-            break  # folding cannot reveal more: the next round would find the same values
         probe = _infer_shapes(_fold(base, {n: v for n, (v, _) in values.items()}))
     structure = _fold(model, {n: v for n, (v, known) in values.items() if known.all()})
     back = {value: symbols[name] for name, value in sentinel.items()}
     return structure, _collect_shapes(probe.graph, back, symbols)
-
-
-def _all_shapes_known(graph) -> bool:
-    """Every node output of ``graph`` has a fully static inferred shape."""
-    static = set()
-    for value in (*graph.value_info, *graph.output, *graph.input):
-        tt = value.type.tensor_type
-        if value.type.HasField("tensor_type") and tt.HasField("shape") and all(
-                d.HasField("dim_value") for d in tt.shape.dim):
-            static.add(value.name)
-    return all(name in static for node in graph.node for name in node.output if name)
 
 
 def _skeleton(model):

@@ -192,7 +192,7 @@ def _break(folder, case):
     if case == "half_valid":
         (folder / "valid_y.npy").unlink()
         return "has valid_x but not valid_y", ""
-    if case == "pickle":
+    if case == "pickle":  # a stranger's pickled file, written here so that the loader can refuse it
         np.save(folder / "train_y.npy", np.array([{"a": 1}] * 60, dtype=object), allow_pickle=True)
         return "train_y.npy: holds Python objects", ""
     if case == "float_labels":
