@@ -518,14 +518,30 @@ def _fmt_metric(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _add_records_options(parser) -> None:
+    parser.add_argument("--study-name", action="append", metavar="NAME",
+                        help="read only this study of each storage given (repeatable; default: all einnas studies)")
+    parser.add_argument("--skip-bad-lines", action="store_true",
+                        help="skip malformed lines of JSON Lines files (counted) instead of refusing the file")
+
+
+def _load_records(args, log):
+    from einnas.surrogate.records import load_records
+
+    return load_records(args.records, label_key=args.label_key, log=log, study_names=args.study_name,
+                        skip_bad_lines=args.skip_bad_lines)
+
+
 class SurrogateFit(Command):
     name = "surrogate fit"
     help = "fit the surrogate predictor on benchmark records; report held-out Kendall tau / Spearman rho"
 
     def add_arguments(self, parser):
         parser.add_argument("records", nargs="+", metavar="RECORDS",
-                            help="JSON Lines files of 'einnas bench build', or folders of ONNX files with "
-                                 "the accuracy in metadata_props (ONNX-Bench style)")
+                            help="studies (journal files, run folders, sqlite:/// or postgresql:// URLs) of "
+                                 "'einnas bench build' or 'einnas search', JSON Lines files, or folders of ONNX "
+                                 "files with the accuracy in metadata_props (ONNX-Bench style)")
+        _add_records_options(parser)
         parser.add_argument("-o", "--out", required=True, metavar="DIR", help="predictor folder to write")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--holdout", type=float, default=0.2,
@@ -541,17 +557,17 @@ class SurrogateFit(Command):
     def run(self, args):
         from einnas.surrogate.encoder import TextEncoder, cache_dir
         from einnas.surrogate.features import DescriptionCache
-        from einnas.surrogate.predictor import FitConfig, featurize, fit, load_records, provenance, save_atomic
+        from einnas.surrogate.predictor import FitConfig, featurize, fit, provenance, save_atomic
 
         if not 0 <= args.holdout < 1:
             raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
         log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
-        records = load_records(args.records, label_key=args.label_key, log=log)
+        records = _load_records(args, log)
         folder = args.cache or cache_dir()
         encoder = None if args.no_text else TextEncoder(runtime=args.runtime, store=folder)
         data = featurize(records, encoder, DescriptionCache(folder), holdout=args.holdout, log=log)
         meta = {"encoder": encoder.spec if encoder else None, "holdout": args.holdout,
-                "provenance": provenance(args.seed, [r for r in args.records], argv=args.argv)}
+                "provenance": provenance(args.seed, [r for r in args.records if "://" not in r], argv=args.argv)}
         predictor = fit(data, FitConfig(use_text=not args.no_text, members=args.members, seed=args.seed),
                         meta=meta, log=log)
         save_atomic(predictor, args.out)
@@ -577,7 +593,8 @@ class SurrogateEval(Command):
         parser.add_argument("predictor", nargs="?", default="default", metavar="DIR",
                             help="predictor folder (default: the shipped one)")
         parser.add_argument("--records", nargs="+", required=True, metavar="RECORDS",
-                            help="JSON Lines files or ONNX folders, as for 'surrogate fit'")
+                            help="studies, JSON Lines files or ONNX folders, as for 'surrogate fit'")
+        _add_records_options(parser)
         parser.add_argument("--split", choices=["test", "all"], default="test",
                             help="test: the held-out architectures only (default); all: every record "
                                  "(fair only for datasets the predictor was not fitted on)")
@@ -589,12 +606,12 @@ class SurrogateEval(Command):
     def run(self, args):
         from einnas.surrogate.encoder import TextEncoder, cache_dir
         from einnas.surrogate.features import DescriptionCache
-        from einnas.surrogate.predictor import evaluate_records, load_records
+        from einnas.surrogate.predictor import evaluate_records
         from einnas.surrogate.score import load_predictor
 
         predictor = load_predictor(args.predictor)
         log = None if args.quiet else (lambda line: print(f"einnas surrogate eval: {line}", file=sys.stderr, flush=True))
-        records = load_records(args.records, label_key=args.label_key, log=log)
+        records = _load_records(args, log)
         folder = args.cache or cache_dir()
         runtime = (predictor.meta.get("encoder") or {}).get("runtime", "onnx")
         encoder = TextEncoder(runtime=runtime, store=folder) if predictor.config.use_text else None
