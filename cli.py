@@ -475,34 +475,46 @@ class Best(Command):
 
 class BenchBuild(Command):
     name = "bench build"
-    help = "train sampled (and mutated) architectures; append one record each to a JSON Lines file"
+    help = "train sampled (and mutated) architectures into an Optuna study of records, as a search does"
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k or a folder")
-        parser.add_argument("--n", type=positive_int, required=True, help="number of architecture slots")
-        parser.add_argument("--seed", type=int, default=0, help="build seed; slot i's seed derives from (seed, i)")
-        parser.add_argument("--out", required=True, metavar="FILE", help="records file (JSON Lines, appended)")
-        parser.add_argument("--epochs", type=positive_int, help="training epochs (default: the search budget, 8)")
-        parser.add_argument("--seconds", type=float, default=60.0, help="time budget per record (default 60)")
+        parser.add_argument("--trials", "--n", type=positive_int, metavar="N",
+                            help="trained records in the study, all workers together (running again continues to N)")
+        parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
+        parser.add_argument("--seed", type=int, default=0, help="study seed; trial n's proposal derives from (seed, n)")
+        parser.add_argument("--storage", metavar="FILE_OR_URL",
+                            help="journal file, sqlite:///FILE or database URL (default: runs/NAME/study.journal)")
+        parser.add_argument("--study-name", metavar="NAME", help="(default: DATASET[-GRAMMAR]-bench-sSEED)")
+        parser.add_argument("--out", metavar="FILE", help="same as --storage (a journal file)")
+        parser.add_argument("--epochs", type=positive_int, default=8, help="training epochs (default 8, the search budget)")
+        parser.add_argument("--seconds", type=_positive_float, default=60.0, help="time budget per trial (default 60)")
+        parser.add_argument("--batch-size", type=positive_int, default=256, help="(default 256)")
+        parser.add_argument("--lr", type=_positive_float, default=0.04, help="(default 0.04)")
         parser.add_argument("--max-params", type=positive_int, default=1_000_000)
         parser.add_argument("--max-activations", type=positive_int, default=1_000_000)
-        parser.add_argument("--mutate", type=float, default=0.3, help="share of mutations of good records (0.3)")
+        parser.add_argument("--mutate", type=float, default=0.3, help="share of mutations of good trials (default 0.3)")
+        parser.add_argument("--top", type=float, default=0.1, help="parents come from this top share (default 0.1)")
         parser.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
         parser.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPUs/workers)")
         parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no line per record on stderr")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no line per trial on stderr")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
     def run(self, args):
+        import optuna
+
         from einnas.surrogate.bench import BenchConfig, build
 
-        if args.seconds is not None and not args.seconds > 0:
-            raise UsageError(f"--seconds {args.seconds}: must be positive")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if args.out and args.storage and args.out != args.storage:
+            raise UsageError(f"--out {args.out} and --storage {args.storage}: give one")
         config = BenchConfig(
-            dataset=args.dataset, n=args.n, seed=args.seed, out=args.out, epochs=args.epochs,
-            seconds=args.seconds, max_params=args.max_params, max_activations=args.max_activations,
-            mutate_fraction=args.mutate, threads=args.threads, device=args.device,
+            dataset=args.dataset, trials=args.trials, timeout=args.timeout, seed=args.seed,
+            storage=args.storage or args.out, study_name=args.study_name, epochs=args.epochs, seconds=args.seconds,
+            batch_size=args.batch_size, lr=args.lr, max_params=args.max_params, max_activations=args.max_activations,
+            mutate_fraction=args.mutate, top_fraction=args.top, threads=args.threads, device=args.device,
             grammar=args.grammar, plugins=tuple(args.plugin),
         )
         summary = build(config, workers=args.workers, quiet=args.quiet)
@@ -511,6 +523,26 @@ class BenchBuild(Command):
         else:
             for key, value in summary.items():
                 print(f"{key:<13} {value}")
+        return 0
+
+
+class BenchExport(Command):
+    name = "bench export"
+    help = "write the records of a study (bench build or search) as JSON Lines"
+
+    def add_arguments(self, parser):
+        parser.add_argument("--storage", required=True, metavar="FILE_OR_URL",
+                            help="journal file, run folder, sqlite:///FILE or database URL")
+        parser.add_argument("--study-name", action="append", metavar="NAME",
+                            help="export only this study (repeatable; default: all einnas studies of the storage)")
+        parser.add_argument("-o", "--output", required=True, metavar="FILE.jsonl", help="JSON Lines file to write")
+        parser.add_argument("--force", action="store_true", help="replace a file that bench export did not write")
+
+    def run(self, args):
+        from einnas.surrogate.bench import export
+
+        count = export(args.storage, args.output, study_names=args.study_name, force=args.force)
+        print(f"wrote {args.output}: {count} records")
         return 0
 
 
