@@ -510,6 +510,9 @@ class BenchBuild(Command):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if args.out and args.storage and args.out != args.storage:
             raise UsageError(f"--out {args.out} and --storage {args.storage}: give one")
+        if args.out and args.out.endswith(".jsonl"):
+            raise UsageError(f"--out {args.out}: bench build records into an Optuna study now; give a journal file "
+                             "(--storage bench.journal) and write JSON Lines with 'einnas bench export'")
         config = BenchConfig(
             dataset=args.dataset, trials=args.trials, timeout=args.timeout, seed=args.seed,
             storage=args.storage or args.out, study_name=args.study_name, epochs=args.epochs, seconds=args.seconds,

@@ -270,6 +270,9 @@ class _Orphaned(Exception):
 
 
 def _worker_main(config_dict: dict, quiet: bool, parent: int | None = None) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a fresh (spawned) process: as the command set it
     config = BenchConfig(**config_dict)
     log = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     Bench(config).run(log, parent=parent)

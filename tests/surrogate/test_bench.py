@@ -129,6 +129,39 @@ def test_two_workers_give_exactly_n(tmp_path):
     assert os.getpid() not in workers and len(workers) >= 1
 
 
+def test_killed_command_resumes_to_exactly_n(tmp_path):
+    """SIGTERM takes the workers with it; the same command again retries their trials and stops at N."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "einnas.cli", "bench", "build", "--dataset", "digits", "--trials", "6",
+               "--storage", "k.journal", "--workers", "2", "-q", *FAST]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            if view_of(tmp_path / "k.journal", "digits-bench-s0").counted >= 2:
+                break
+        except (KeyError, StudyError):  # the file or the study is not there yet
+            continue
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    first = view_of(tmp_path / "k.journal", "digits-bench-s0")
+    assert 2 <= first.counted < 6, "the build finished before it could be killed"
+    for pid in {r.attrs["worker"]["pid"] for r in first.records if "worker" in r.attrs}:
+        with pytest.raises(ProcessLookupError):  # no worker left behind
+            os.kill(pid, 0)
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    view = view_of(tmp_path / "k.journal", "digits-bench-s0")
+    assert view.counted == 6 and view.running == 0
+    assert len({r.archid for r in view.records if r.counted}) == 6
+    assert all(r.state == "FAIL" and not r.counted for r in view.records if r.status.startswith("lost"))
+
+
 def _view(n_scored: int) -> StudyView:
     from einnas.grammar import Limits, load_grammar, sample
 
