@@ -206,6 +206,7 @@ class Bench:
                   "lr": config.lr, "max_params": config.max_params, "max_activations": config.max_activations}
         settings = {
             "kind": "bench", "grammar_sha256": grammar.sha256,
+            "grammar_name": "einspace" if builtin else Path(config.grammar or grammar.path).stem,
             "grammar_path": "einspace.lark (built-in)" if builtin else str(config.grammar or grammar.path),
             "plugins": list(config.plugins), "dataset": ds.name, "input_shape": task["input_shape"],
             "num_classes": ds.num_classes, "seed": config.seed, "limits": limits.as_dict(), "task": task,

@@ -14,7 +14,9 @@ what ``einnas surrogate fit`` and the predictor read):
 ``params``, ``seconds``            parameter count, wall clock of the training
 ``index``, ``bench_seed``,         the trial number (or slot), the study (or build) seed, the training
 ``seed``, ``origin``, ``parent``   seed, ``sample``/``mutation``/..., the parent's archid
-``grammar``, ``device``, ``run``   grammar sha256, device, provenance (command, date, versions, machine)
+``grammar``, ``grammar_name``,     grammar sha256 and name (``einspace``, ``einspace_extra``, ...; studies
+``device``, ``run``                only: see :func:`grammar_name`), device, provenance (command, date,
+                                   versions, machine)
 ``study``                          the study it came from (records read from a study only)
 =================================  ===============================================================
 
@@ -253,6 +255,7 @@ def study_records(study_name: str, settings: dict, trials: Iterable, run: dict |
     from einnas.search.records import records_from_trials
 
     task = settings.get("task") if isinstance(settings.get("task"), dict) else {}
+    grammar_name = settings.get("grammar_name") or _stem(settings.get("grammar_path"))
     budget = budget_of(settings)
     seed = settings.get("seed")
     trials = records_from_trials(trials)
@@ -275,8 +278,30 @@ def study_records(study_name: str, settings: dict, trials: Iterable, run: dict |
             "reason": None if ok else t.reason, "detail": (t.detail or None) if not ok else None,
             "index": t.number, "bench_seed": seed, "seed": train_seed, "origin": t.origin,
             "parent": archid_of.get(t.parent) if isinstance(t.parent, int) else t.parent,
-            "grammar": settings.get("grammar_sha256"), "device": attrs.get("device"),
+            "grammar": settings.get("grammar_sha256"), "grammar_name": grammar_name, "device": attrs.get("device"),
             "run": attrs.get("run") or run or {"einnas": settings.get("version"), "date": settings.get("created")},
             "study": study_name,
         })
     return out
+
+
+def _stem(path) -> str | None:
+    """``grammar/spaces/cnn.lark`` -> ``cnn``; ``einspace.lark (built-in)`` -> ``einspace``."""
+    if not isinstance(path, str) or not path.strip():
+        return None
+    return Path(path.split(" (")[0]).stem or None
+
+
+def grammar_name(record: dict) -> str:
+    """The grammar (architecture family) a record was sampled from: its ``grammar_name``, else
+    the ``--grammar`` of the command that made it (v1 files), else ``einspace`` (the default)."""
+    name = record.get("grammar_name")
+    if isinstance(name, str) and name:
+        return name
+    words = str((record.get("run") or {}).get("command") or "").split()
+    for i, word in enumerate(words):
+        if word == "--grammar" and i + 1 < len(words):
+            return _stem(words[i + 1]) or "einspace"
+        if word.startswith("--grammar="):
+            return _stem(word.split("=", 1)[1]) or "einspace"
+    return "einspace"

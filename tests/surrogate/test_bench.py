@@ -69,6 +69,8 @@ def test_records_of_a_build(built):
         assert r["dataset"] == "digits" and r["train_size"] == 1077 and r["budget"]["epochs"] == 1
         assert r["ok"] == (r["val_acc"] is not None) and (r["ok"] or r["reason"]) and r["study"] == "b"
         assert r["run"]["command"] == "einnas bench build (test)" and len(r["archid"]) == 12
+        assert r["grammar_name"] == "einspace"
+        assert (0 <= r["test_acc"] <= 1) if r["ok"] else r["test_acc"] is None
 
 
 def test_einnas_trials_reads_a_build(built, capsys):

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from einnas.errors import StudyError, UsageError
-from einnas.surrogate.records import load_records, read_jsonl
+from einnas.surrogate.records import grammar_name, load_records, read_jsonl
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SHIPPED = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "bench_digits.jsonl"
@@ -18,7 +18,7 @@ ARCHS = ["sequential(linear(16), linear(32))", "sequential(linear(32), norm)", "
 SETTINGS = {"dataset": "digits", "input_shape": [1, 8, 8], "num_classes": 10, "seed": 4, "strategy": "re",
             "evaluator": "trained", "epochs": 2, "seconds": 9.0, "batch_size": 64, "lr": 0.01, "max_params": 5000,
             "limits": {"max_params": 5000, "max_activations": 7000}, "grammar_sha256": "ab" * 32,
-            "version": "0.1.0", "created": "2026-12-01 10:00:00"}
+            "grammar_path": "einspace.lark (built-in)", "version": "0.1.0", "created": "2026-12-01 10:00:00"}
 
 
 def _attrs(i: int, **kw) -> dict:
@@ -60,7 +60,7 @@ def _check(records, archids, study="s"):
         assert r["budget"] == {"epochs": 2, "seconds": 9.0, "batch_size": 64, "lr": 0.01, "max_params": 5000,
                                "max_activations": 7000}
         assert r["study"] == study and r["bench_seed"] == 4 and r["grammar"] == "ab" * 32
-        assert isinstance(r["seed"], int) and r["v"] == 1
+        assert isinstance(r["seed"], int) and r["v"] == 1 and r["grammar_name"] == "einspace"
     from einnas.search import training_seed
 
     assert good["seed"] == training_seed(4, good["archid"])  # the search loop's training seed
@@ -192,3 +192,12 @@ def test_cli_bad_records_one_line_exit_2(tmp_path, capsys, case):
     assert not out.exists()
     assert main(["surrogate", "eval", "--records", str(source), "-q"]) == 2
     assert expect in capsys.readouterr().err
+
+
+def test_grammar_name_of_v1_records_and_studies():
+    [shipped] = [json.loads(SHIPPED.read_text().splitlines()[0])]
+    assert grammar_name(shipped) == "einspace"  # the default grammar: no --grammar in its command
+    corpus = dict(shipped, run={"command": "einnas bench build --grammar grammar/spaces/einspace_extra.lark --n 4"})
+    assert grammar_name(corpus) == "einspace_extra"
+    assert grammar_name(dict(shipped, run={"command": "einnas bench build --grammar=cnn"})) == "cnn"
+    assert grammar_name({"grammar_name": "resnet", "run": corpus["run"]}) == "resnet"  # a study's own name wins
