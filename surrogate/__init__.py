@@ -2,7 +2,8 @@
 
 Public names (issue 6; see ``docs/surrogate.md``)::
 
-    BenchConfig, build, read_records          einnas bench build: (architecture, accuracy) records
+    Bench, BenchConfig, build, export         einnas bench build / export: records made in an Optuna study
+    records.load_records, read_records        training records from studies, JSON Lines and ONNX folders
     read_onnx_folder                          ONNX-Bench-style folders (accuracy in metadata_props)
     TextEncoder, segments                     description text -> MiniLM vector (ONNX Runtime)
     GraphRecord, numeric_features, NUMERIC_NAMES, describe_arch, describe_file
@@ -10,7 +11,7 @@ Public names (issue 6; see ``docs/surrogate.md``)::
     Scorer, Score, load_predictor, PRETRAINED einnas score
 """
 
-from einnas.surrogate.bench import BenchConfig, build, read_records
+from einnas.surrogate.bench import Bench, BenchConfig, build, export, read_records
 from einnas.surrogate.encoder import TextEncoder, segments
 from einnas.surrogate.features import NUMERIC_NAMES, GraphRecord, describe_arch, describe_file, numeric_features
 from einnas.surrogate.onnxbench import read_folder as read_onnx_folder
@@ -20,8 +21,8 @@ from einnas.surrogate.predictor import (
 from einnas.surrogate.score import PRETRAINED, Score, Scorer, load_predictor
 
 __all__ = [
-    "NUMERIC_NAMES", "PRETRAINED", "BenchConfig", "FitConfig", "GraphRecord", "Predictor", "Score", "Scorer",
-    "TextEncoder", "build", "describe_arch", "describe_file", "featurize", "fit", "fit_predictor",
+    "NUMERIC_NAMES", "PRETRAINED", "Bench", "BenchConfig", "FitConfig", "GraphRecord", "Predictor", "Score", "Scorer",
+    "TextEncoder", "build", "describe_arch", "describe_file", "export", "featurize", "fit", "fit_predictor",
     "load_predictor", "load_records", "numeric_features", "rank_metrics", "read_onnx_folder", "read_records",
     "segments", "split_of",
 ]
