@@ -344,6 +344,18 @@ def _exported_by_us(path: Path) -> bool:
     return isinstance(row, dict) and "study" in row and "arch" in row and row.get("v") is not None
 
 
+def _study_storage(spec: str) -> str:
+    """``spec`` if it names a study storage (URL, journal file, run folder), else :class:`UsageError`."""
+    from einnas.search.storage import is_url
+    from einnas.surrogate.records import is_journal
+
+    path = Path(spec)
+    if is_url(spec) or (path.is_dir() and (path / "study.journal").is_file()) or (path.is_file() and is_journal(path)):
+        return spec
+    what = "no such file or folder" if not path.exists() else "not a study"
+    raise UsageError(f"--storage {spec}: {what} (expected an Optuna journal file, a run folder or a database URL)")
+
+
 def export(storage: str, out: str | Path, study_names=None, force: bool = False) -> int:
     """Write the records of ``storage``'s einnas studies (or ``study_names``) to ``out`` as JSON
     Lines, atomically. Refuses to replace a file that ``export`` did not write unless ``force``.
@@ -355,7 +367,7 @@ def export(storage: str, out: str | Path, study_names=None, force: bool = False)
         raise UsageError(f"-o {out}: folder {str(out.parent)!r} does not exist")
     if out.exists() and not force and not _exported_by_us(out):
         raise UsageError(f"-o {out}: exists and was not written by 'einnas bench export'; give --force to replace it")
-    records = load_records([storage], study_names=study_names)
+    records = load_records([_study_storage(storage)], study_names=study_names)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:

@@ -100,6 +100,8 @@ def test_export_round_trips_and_guards_foreign_files(built, tmp_path, capsys):
     assert main(["bench", "export", "--storage", str(tmp / "b.journal"), "-o", str(foreign), "--force"]) == 0
     assert len(load_records([str(foreign)])) == 5
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    with pytest.raises(UsageError, match="not a study"):  # JSON Lines in, JSON Lines out: not an export
+        export(str(foreign), tmp_path / "again.jsonl")
 
 
 def test_resume_continues_to_n_and_extends(tmp_path):
