@@ -201,3 +201,15 @@ def test_grammar_name_of_v1_records_and_studies():
     assert grammar_name(corpus) == "einspace_extra"
     assert grammar_name(dict(shipped, run={"command": "einnas bench build --grammar=cnn"})) == "cnn"
     assert grammar_name({"grammar_name": "resnet", "run": corpus["run"]}) == "resnet"  # a study's own name wins
+
+
+def test_every_shipped_records_file_loads():
+    data = SHIPPED.parent
+    files = sorted(data.glob("*.jsonl")) + sorted(data.glob("corpus/*.jsonl"))
+    assert len(files) >= 2
+    for path in files:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        records = load_records([str(path)])
+        # every line is a record (an unfinished last line of a corpus being built may be left out)
+        assert len(lines) - 1 <= len(records) <= len(lines)
+        assert all(r["input_shape"] and r["num_classes"] and "budget" in r for r in records)
