@@ -249,7 +249,7 @@ class Train(Command):
         parser.add_argument("arch", metavar="ARCH", help="architecture string, @file, or seed name (e.g. resnet18)")
         parser.add_argument(
             "--dataset", required=True, metavar="D",
-            help="digits, mnist1d, mnist5k, or an Unseen-NAS folder / .npz file",
+            help="digits, mnist1d, mnist5k, addnist5k, or an Unseen-NAS folder / .npz file",
         )
         parser.add_argument("--epochs", type=positive_int, default=8, help="epochs (default 8, einspace's search budget)")
         parser.add_argument(
@@ -341,7 +341,7 @@ class Search(Command):
     help = "search architectures on a dataset (regularised evolution or random sampling) in an Optuna study"
 
     def add_arguments(self, parser):
-        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, or a folder / .npz")
+        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, addnist5k, or a folder / .npz")
         parser.add_argument("--trials", type=positive_int, metavar="N", help="evaluated candidates in the study, all workers together")
         parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
         parser.add_argument("--seed", type=int, default=0)
@@ -487,7 +487,7 @@ class BenchBuild(Command):
     help = "train sampled (and mutated) architectures; append one record each to a JSON Lines file"
 
     def add_arguments(self, parser):
-        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k or a folder")
+        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, addnist5k or a folder")
         parser.add_argument("--n", type=positive_int, required=True, help="number of architecture slots")
         parser.add_argument("--seed", type=int, default=0, help="build seed; slot i's seed derives from (seed, i)")
         parser.add_argument("--out", required=True, metavar="FILE", help="records file (JSON Lines, appended)")
