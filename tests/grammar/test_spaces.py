@@ -135,3 +135,40 @@ def test_every_alternative_of_a_family_is_sampled(name):
             for n in arch.tree.walk()}
     wanted = {(rule.name, alt.index) for rule in grammar.rules.values() for alt in rule.alternatives if alt.prob > 0}
     assert sorted(wanted - used) == []
+
+
+def _einspace_union(archs) -> str:
+    """einspace_extra.lark with every op the samples use added where they use it
+    (after "routing[" a prerouting, before "]" a postrouting, after "{" a split,
+    before "}" a join, anywhere else a computation), as parse-only alternatives."""
+    import re
+
+    text = (SPACES / "einspace_extra.lark").read_text()
+    op = r"[a-z_][a-z_0-9]*(?:\([0-9,]+\))?"
+    places = {"prerouting": r"routing\[(OP),", "postrouting": r", (OP)\]", "split2": r"\{(OP),",
+              "join2": r", (OP)\}", "computation": r"(?:\(|, )(OP)(?=[,)])"}
+    found = {rule: set() for rule in places}
+    for arch in archs:
+        for rule, pattern in places.items():
+            found[rule] |= set(re.findall(pattern.replace("OP", op), arch.string))
+    found["computation"] -= {"sequential", "branching"}
+    for rule, ops in found.items():
+        present = set(re.findall(r'"(' + op + r')"', text.split(f"\n{rule}:")[1].split("\n\n")[0]))
+        extra = "".join(f'\n    | "{o}"   // p=0' for o in sorted(ops - present))
+        text = re.sub(rf"(\n{rule}:[^\n]*(?:\n[ \t]+\|[^\n]*)*)", lambda m: m.group(1) + extra, text, count=1)
+    return text
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_samples_are_einspace_language_strings(name):
+    """A family is a PCFG over the same language: its samples parse with einspace's own
+    rules (sequential / branching / routing / computation) once its op settings are
+    named there, and mean the same network (same parameter count)."""
+    from einnas.grammar import analyse, grammar_from_text
+
+    archs = sample(load_grammar(name), 40, seed=9, input_shape=(3, 32, 32), limits=SMALL)
+    union = grammar_from_text(_einspace_union(archs), f"einspace+{name}.lark")
+    for arch in archs:
+        again = parse_arch(arch.string, union)
+        assert again.string == arch.string
+        assert analyse(again, (3, 32, 32), 10).params == arch.info.params
