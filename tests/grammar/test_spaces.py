@@ -172,3 +172,20 @@ def test_family_samples_are_einspace_language_strings(name):
         again = parse_arch(arch.string, union)
         assert again.string == arch.string
         assert analyse(again, (3, 32, 32), 10).params == arch.info.params
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_mutations_stay_in_the_family(name):
+    """Regularised evolution mutates a subtree: the child is new, parses back and builds."""
+    import random
+
+    from einnas.grammar import mutate
+
+    grammar = load_grammar(name)
+    rng = random.Random(1)
+    parents = sample(grammar, 6, seed=13, input_shape=(1, 28, 28), limits=SMALL)
+    for parent in parents:
+        child = mutate(grammar, parent, rng, (1, 28, 28), 10, limits=SMALL)
+        assert child.string != parent.string
+        assert parse_arch(child.string, grammar).string == child.string
+        assert child.info.params <= SMALL.max_params
