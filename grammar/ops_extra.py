@@ -12,7 +12,7 @@ op                  torch                                   ONNX node
 ``global_avgpool``  ``AdaptiveAvgPool2d(1)``                ``GlobalAveragePool``
 ``dropout(p)``      ``dropout`` with rate p % when training ``Dropout`` (inference)
 ``sum``             sum of the branches                     one n-ary ``Sum``
-``flatten``         image ``(C,H,W)`` -> one token ``CHW``  ``Reshape``
+``flatten``         input -> one token (``CHW`` or ``SD``)  ``Reshape``
 ==================  ======================================  ==========================
 
 Two of them need a custom ONNX ``symbolic`` because the TorchScript exporter would
@@ -119,7 +119,7 @@ def _modules():
             return _add_all(xs)
 
     class Flatten(nn.Module):
-        """Image ``(B, C, H, W)`` -> one token ``(B, 1, C*H*W)`` (channel-major, as Flatten)."""
+        """``(B, C, H, W)`` or ``(B, S, D)`` -> one token ``(B, 1, n)`` (row-major, as ONNX Flatten)."""
 
         def forward(self, x):
             return x.reshape(x.shape[0], 1, -1)
@@ -193,14 +193,13 @@ def _sum(states, args):
 
 
 def _flatten_shape(state, args):
-    if state.mode != IMAGE:
-        return "flatten needs an image (C, H, W)"
-    # One token holding the whole image; col2im folds it back to (C*H*W, 1, 1).
+    # One token holding the whole input (an image, or a token sequence such as
+    # mnist1d's); col2im folds it back to a (numel, 1, 1) image.
     return State((1, state.numel), TOKENS, (1, 1))
 
 
 @register_op("flatten", shape=_flatten_shape, params=_no_params, sampled=False,
-             doc="image (C, H, W) -> one token of C*H*W features (an MLP's input); col2im gives (CHW, 1, 1)")
+             doc="the whole input as one token of C*H*W (or S*D) features, an MLP's input; col2im gives (n, 1, 1)")
 def _flatten(state, args):
     return _modules()["flatten"]()
 

@@ -189,3 +189,14 @@ def test_mutations_stay_in_the_family(name):
         assert child.string != parent.string
         assert parse_arch(child.string, grammar).string == child.string
         assert child.info.params <= SMALL.max_params
+
+
+def test_mlp_space_also_takes_token_inputs():
+    """flatten takes a token sequence too, so the MLP space searches mnist1d-like data."""
+    archs = sample(load_grammar("mlp"), 5, seed=0, input_shape=(40, 1), limits=SMALL)
+    for arch in archs:
+        net = build_network(arch, (40, 1), 10)
+        assert sum(p.numel() for p in net.parameters()) == arch.info.params
+        assert net.eval()(torch.randn(3, 40, 1)).shape == (3, 10)
+    with pytest.raises(Exception, match="could not sample"):
+        sample(load_grammar("cnn"), 1, seed=0, input_shape=(40, 1), limits=Limits(max_restarts=5))
