@@ -221,6 +221,17 @@ def space_names() -> list[str]:
     return ["einspace"] + sorted(p.stem for p in SPACES_DIR.glob("*.lark") if p.stem != "einspace")
 
 
+def space_for_sha256(sha256: str) -> str | None:
+    """The name of the built-in space whose file text has this SHA-256 (``Grammar.sha256``,
+    what studies and records store), or ``None``: how a record's architecture string is
+    parsed with the grammar that made it, e.g. ``load_grammar(space_for_sha256(r["grammar"]))``.
+    """
+    for name in space_names():
+        if hashlib.sha256(resolve_grammar(name).read_text(encoding="utf-8").encode()).hexdigest() == sha256:
+            return name
+    return None
+
+
 def space_rows() -> list[dict]:
     """One row per built-in space: its name, file (relative to the package) and first comment line."""
     rows = []

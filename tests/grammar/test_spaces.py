@@ -45,6 +45,15 @@ def test_names_resolve_to_the_shipped_files(tmp_path, monkeypatch):
         resolve_grammar("cnnn")
 
 
+def test_a_stored_grammar_hash_finds_its_space():
+    from einnas.grammar import grammar_from_text, space_for_sha256
+
+    for name in ["einspace", *FAMILIES]:
+        assert space_for_sha256(load_grammar(name).sha256) == name
+    edited = grammar_from_text(DEFAULT_GRAMMAR.read_text() + "\n// edited\n")
+    assert space_for_sha256(edited.sha256) is None
+
+
 def test_cli_takes_a_space_name_and_refuses_an_unknown_one(capsys):
     assert main(["sample", "-n", "3", "--grammar", "resnet", "--input-shape", "1,8,8", "-f", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
