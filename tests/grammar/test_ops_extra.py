@@ -155,3 +155,14 @@ def test_relative_width_convs_are_fused_into_conv2d():
         net.classifier.load_state_dict(unfused.classifier.state_dict())
     x = torch.randn(2, 3, 8, 8)
     assert F.mse_loss(net.eval()(x), unfused.eval()(x)) < 1e-10
+
+
+@pytest.mark.parametrize("name", sorted(NEW) + ["sum"])
+def test_extra_modules_pickle(name):
+    """Module-level classes: a built op survives pickling (workers, checkpoints)."""
+    import pickle
+
+    load_grammar()
+    state = (IMG, IMG) if name == "sum" else IMG
+    module = REGISTRY.get(name).build(state, NEW.get(name, ()))
+    assert type(pickle.loads(pickle.dumps(module))) is type(module)
