@@ -41,6 +41,8 @@ class _DropoutExport(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, rate):
+        if rate == 0.5:  # the ONNX default: no ratio input, as the model zoo's Dropout(0.5) nodes
+            return g.op("Dropout", x)
         ratio = g.op("Constant", value_t=torch.tensor(rate, dtype=torch.float32))
         return g.op("Dropout", x, ratio)
 

@@ -166,3 +166,23 @@ def test_extra_modules_pickle(name):
     state = (IMG, IMG) if name == "sum" else IMG
     module = REGISTRY.get(name).build(state, NEW.get(name, ()))
     assert type(pickle.loads(pickle.dumps(module))) is type(module)
+
+
+@pytest.mark.parametrize("percent, inputs", [(50, 1), (20, 2)])
+def test_dropout_node_names_its_ratio_unless_default(percent, inputs):
+    """Dropout(0.5) is written as the zoo writes it (default ratio, no input); others carry it."""
+    import onnx.numpy_helper
+
+    load_grammar()
+    _, module, _ = _build("dropout", (percent,))
+    proto = export_onnx(module, IMG.shape, 6)
+    [node] = [n for n in proto.graph.node if n.op_type == "Dropout"]
+    assert len([i for i in node.input if i]) == inputs
+    if inputs == 2:
+        consts = {n.output[0]: n for n in proto.graph.node if n.op_type == "Constant"}
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+        value = inits.get(node.input[1])
+        if value is None:
+            value = onnx.numpy_helper.to_array(consts[node.input[1]].attribute[0].t)
+        assert float(value) == pytest.approx(percent / 100)
+    assert compare_with_torch(module, proto, IMG.shape) == 0.0
