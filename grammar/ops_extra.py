@@ -15,7 +15,8 @@ op                  torch                                   ONNX node
 ``flatten``         input -> one token (``CHW`` or ``SD``)  ``Reshape``
 ==================  ======================================  ==========================
 
-Two of them need a custom ONNX ``symbolic`` because the TorchScript exporter would
+Three of them need a custom ONNX ``symbolic`` (the modules are in
+:mod:`einnas.grammar._extra_modules`) because the TorchScript exporter would
 otherwise lose them:
 
 * torch decomposes ``local_response_norm`` into ~60 nodes (Pad, AveragePool, Pow, If,
@@ -26,13 +27,16 @@ otherwise lose them:
 * dropout is the identity at inference, so an eval-mode export drops it. It is not a
   no-op for what the predictor estimates (accuracy *after training*, and the net
   was trained with dropout), so the export keeps an inference-mode ``Dropout`` node
-  (``ratio`` input, no ``training_mode``: onnxruntime passes the tensor through), as
-  the model zoo files do.
+  (``ratio`` input, left out at the default 0.5; no ``training_mode``: onnxruntime
+  passes the tensor through), as the model zoo files do;
+* the TorchScript exporter writes a sum of b tensors as b-1 ``Add`` nodes.
 
 ``sum`` is the n-ary join: ``add`` exports b branches as b-1 chained ``Add`` nodes,
 ``sum`` as one ``Sum`` node (ResNet-50's residual joins in the zoo are ``Sum``).
-The custom symbolics run only inside ``torch.onnx.export``; training and plain
-inference use the ordinary torch functions.
+The custom symbolics run only inside the TorchScript ``torch.onnx.export`` (the
+default exporter); training and plain inference use the ordinary torch functions.
+The dynamo exporter ignores symbolics: there, LRN is decomposed, dropout vanishes and
+sum is a chain of Add nodes (same function, other op types).
 """
 
 from __future__ import annotations
