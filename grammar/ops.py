@@ -161,7 +161,7 @@ _ABSOLUTE = lambda last, n: n  # noqa: E731
 _TIMES = lambda last, k: last * k  # noqa: E731
 _DIVIDED = lambda last, k: last / k  # noqa: E731
 
-register_op("linear", shape=_linear_shape(_ABSOLUTE), params=_linear_params(_ABSOLUTE), nargs=1,
+register_op("linear", shape=_linear_shape(_ABSOLUTE), params=_linear_params(_ABSOLUTE), nargs=1, width_args=(0,),
             doc="linear(N): fully connected layer on the last axis, to N features")(_linear_builder(_ABSOLUTE))
 register_op("linear_x", shape=_linear_shape(_TIMES), params=_linear_params(_TIMES), nargs=1, sampled=False,
             doc="linear_x(k): linear layer on the last axis to k times its size")(_linear_builder(_TIMES))

@@ -1,20 +1,74 @@
-"""Seed architectures (ResNet18, WRN16-4, ViT, MLP-Mixer) and resolving ARCH arguments.
+"""Seed architectures (ResNet18, WRN16-4, ViT, MLP-Mixer), scaled to a task, and ARCH arguments.
 
 Seeds are architecture strings in ``seeds/<name>.arch`` files, parsed by the grammar
-like any other string (whitespace and line breaks are free in those files).
+like any other string (whitespace and line breaks are free in those files). At full
+width they have 2.8M-11.2M parameters, too many for a CPU budget, so a seed name may
+carry a width multiplier: ``resnet18@0.25`` is ResNet18 with every ``linear(N)``
+width multiplied by 0.25 and snapped to the widths the grammar offers (16 ... 2048
+in einspace; see :func:`einnas.grammar.scaling.scale_widths`). Given an input shape,
+a seed is also fitted to it (:func:`einnas.grammar.scaling.fit_to_input`): on token
+inputs the convolutions become per-token linear layers and the patch embeddings are
+skipped; on a 1xL image (a sequence viewed as an image) a 4x4 patch embedding
+becomes a strided 3-wide one. Both rewrites stay inside the grammar's language.
+
+For a search, :func:`seeds_for` picks for every seed the largest scale whose
+analytic parameters, activations and MACs fit a :class:`SeedBudget`::
+
+    budget = budget_for_training(train_size=3000, epochs=8, seconds=10, max_params=1_000_000)
+    for label, arch in seeds_for((1, 28, 28), 10, budget):
+        print(label, arch.info.params)          # resnet18@0.125 ...
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from einnas.errors import ArchitectureError
 from einnas.grammar.pcfg import Grammar, load_grammar, read_user_text
+from einnas.grammar.scaling import Estimate, estimate, fit_to_input, scale_widths
 from einnas.grammar.tree import Architecture, parse_arch
 
 SEED_DIR = Path(__file__).with_name("seeds")
 SEED_NAMES = ("resnet18", "wrn16_4", "vit", "mlp_mixer")
 MAX_ARCH_FILE_BYTES = 2_000_000
+#: The width multipliers :func:`seeds_for` tries, largest first (each halves the widths).
+SCALES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)
+#: Multiply-accumulates per second one CPU thread sustains while training small
+#: networks (forward + backward = 3 forward passes), measured with
+#: ``benchmarks/bench_seeds.py`` on a shared 2-core machine; a rough figure that only
+#: orders seeds against a time budget.
+MACS_PER_SECOND = 2.0e9
+_NAME = re.compile(r"^([A-Za-z_]\w*)@(\d+(?:\.\d*)?|\.\d+|\d+/\d+)$")
+
+
+@dataclass(frozen=True)
+class SeedBudget:
+    """What a seed may cost per sample: parameters (with the head), activations, MACs.
+    ``None`` means unbounded."""
+
+    max_params: int | None = None
+    max_activations: int | None = None
+    max_macs: int | None = None
+
+    def fits(self, figures: Estimate) -> bool:
+        """Whether an :class:`~einnas.grammar.scaling.Estimate` is within every bound."""
+        pairs = ((figures.params, self.max_params), (figures.activations, self.max_activations),
+                 (figures.macs, self.max_macs))
+        return all(limit is None or value <= limit for value, limit in pairs)
+
+
+def budget_for_training(train_size: int, epochs: int, seconds: float | None, *, max_params: int | None = None,
+                        max_activations: int | None = None,
+                        macs_per_second: float = MACS_PER_SECOND) -> SeedBudget:
+    """A budget whose MAC bound lets ``epochs`` epochs over ``train_size`` samples (a
+    forward and a backward pass each, about 3 forward passes) finish in ``seconds``."""
+    max_macs = None
+    if seconds is not None:
+        max_macs = int(macs_per_second * seconds / (3 * max(1, epochs) * max(1, train_size)))
+    return SeedBudget(max_params, max_activations, max_macs)
 
 
 def seed_text(name: str) -> str:
@@ -24,12 +78,87 @@ def seed_text(name: str) -> str:
     return (SEED_DIR / f"{name}.arch").read_text(encoding="utf-8")
 
 
-def resolve_arch(text: str, grammar: Grammar | None = None) -> Architecture:
-    """Turn an ARCH argument into an architecture: a seed name, ``@file`` or a string."""
-    grammar = grammar or load_grammar()
+def parse_seed_name(text: str) -> tuple[str, float] | None:
+    """``"resnet18@0.25"`` -> ``("resnet18", 0.25)``, ``"vit"`` -> ``("vit", 1.0)``; ``None``
+    when ``text`` is not a seed name. Raises for a seed with an unusable multiplier."""
     text = text.strip()
     if text in SEED_NAMES:
-        return parse_arch(seed_text(text), grammar)
+        return text, 1.0
+    match = _NAME.match(text)
+    if not match or match.group(1) not in SEED_NAMES:
+        return None
+    value = float(Fraction(match.group(2)))
+    if not 0 < value <= 64:
+        raise ArchitectureError(f"{text!r}: the width multiplier must be in (0, 64], not {match.group(2)}")
+    return match.group(1), value
+
+
+def seed_label(name: str, multiplier: float) -> str:
+    """The seed name of a scaled seed: ``seed_label("vit", 0.125) == "vit@0.125"``."""
+    return name if multiplier == 1 else f"{name}@{multiplier:g}"
+
+
+def seed_arch(name: str, multiplier: float = 1.0, grammar: Grammar | None = None, input_shape=None,
+              num_classes: int = 10) -> Architecture:
+    """A seed at a width multiplier; fitted to ``input_shape`` (with ``arch.info`` set) if given."""
+    grammar = grammar or load_grammar()
+    arch = parse_arch(seed_text(name), grammar)
+    if multiplier != 1:
+        arch = scale_widths(arch, multiplier)
+    if input_shape is not None:
+        shape = "x".join(map(str, input_shape))
+        try:
+            arch = fit_to_input(arch, tuple(input_shape), num_classes)
+        except ArchitectureError as error:
+            raise ArchitectureError(f"seed {seed_label(name, multiplier)} has no form for input {shape}: {error}") from None
+    return arch
+
+
+def scaled_seed(name: str, input_shape, num_classes: int = 10, *, max_params: int | None = None,
+                max_macs: int | None = None, max_activations: int | None = None,
+                grammar: Grammar | None = None) -> tuple[float, Architecture]:
+    """The largest scale of :data:`SCALES` at which seed ``name`` fits the bounds, as
+    ``(multiplier, architecture fitted to the input)``.
+
+    A seed that fits at no scale is replaced by its smallest scale (the nearest one),
+    never dropped: the caller checks ``arch.info`` against its own limits.
+    """
+    budget = SeedBudget(max_params, max_activations, max_macs)
+    grammar = grammar or load_grammar()
+    last, seen = None, set()
+    for multiplier in SCALES:
+        arch = seed_arch(name, multiplier, grammar, input_shape, num_classes)
+        if arch.archid in seen:  # widths already at the grammar's smallest
+            break
+        seen.add(arch.archid)
+        last = (multiplier, arch)
+        if budget.fits(estimate(arch, tuple(input_shape), num_classes)):
+            return last
+    return last
+
+
+def seeds_for(input_shape, num_classes: int, budget: SeedBudget, names=SEED_NAMES,
+              grammar: Grammar | None = None) -> list[tuple[str, Architecture]]:
+    """Every seed scaled to ``budget`` and fitted to the input: ``[(label, arch)]`` with
+    labels such as ``"resnet18@0.25"`` that :func:`resolve_arch` accepts back."""
+    out = []
+    for name in names:
+        multiplier, arch = scaled_seed(name, input_shape, num_classes, max_params=budget.max_params,
+                                       max_macs=budget.max_macs, max_activations=budget.max_activations,
+                                       grammar=grammar)
+        out.append((seed_label(name, multiplier), arch))
+    return out
+
+
+def resolve_arch(text: str, grammar: Grammar | None = None, input_shape=None, num_classes: int = 10) -> Architecture:
+    """Turn an ARCH argument into an architecture: a seed name (``resnet18``,
+    ``resnet18@0.25``), ``@file`` or a string. Seeds are fitted to ``input_shape`` when
+    it is given; files and strings are taken as written."""
+    grammar = grammar or load_grammar()
+    text = text.strip()
+    seed = parse_seed_name(text)
+    if seed is not None:
+        return seed_arch(seed[0], seed[1], grammar, input_shape, num_classes)
     if text.startswith("@"):
         path = Path(text[1:])
         content = read_user_text(path, MAX_ARCH_FILE_BYTES, ArchitectureError, "architecture file")
@@ -37,6 +166,9 @@ def resolve_arch(text: str, grammar: Grammar | None = None) -> Architecture:
             return parse_arch(content, grammar)
         except ArchitectureError as error:
             raise ArchitectureError(f"{path}: {error}") from None
+    if re.match(r"^[A-Za-z_]\w*@", text):
+        raise ArchitectureError(f"{text!r}: a scaled seed is NAME@MULTIPLIER with NAME one of {', '.join(SEED_NAMES)}, "
+                                "e.g. resnet18@0.25")
     if text.isidentifier() and "(" not in text and text not in _op_names(grammar):
         raise ArchitectureError(f"{text!r} is not a seed ({', '.join(SEED_NAMES)}), an @file or an architecture string")
     return parse_arch(text, grammar)
