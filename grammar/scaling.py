@@ -126,11 +126,13 @@ def fit_to_input(arch: Architecture, input_shape, num_classes: int = 10) -> Arch
 
 @dataclass(frozen=True)
 class Estimate:
-    """Analytic figures per sample: parameters (with the head), activations, MACs."""
+    """Analytic figures per sample: parameters (with the head), activations, MACs, and
+    the number of operation leaves (counting branch copies) of one forward pass."""
 
     params: int
     activations: int
     macs: int
+    terminals: int = 0
 
 
 def estimate(arch: Architecture, input_shape, num_classes: int = 10) -> Estimate:
@@ -185,4 +187,20 @@ def estimate(arch: Architecture, input_shape, num_classes: int = 10) -> Estimate
             walk(next(children), mult)
 
     walk(arch.tree, 1)
-    return Estimate(info.params, info.activations, int(total[0]))
+    return Estimate(info.params, info.activations, int(total[0]), info.terminals)
+
+
+# Training cost on one CPU thread, fitted on 10 (architecture, dataset) pairs of seeds
+# and references (benchmarks/bench_seeds.py --train prints estimate and measurement;
+# a shared 2-core machine):
+# small networks are bound by memory traffic and per-op overhead, not by arithmetic.
+MACS_PER_SECOND = 4.0e10      # forward MACs; a training step costs about 3 forward passes
+SECONDS_PER_ACTIVATION = 5.7e-9  # per activation element per sample, forward + backward
+SECONDS_PER_OP = 5.2e-4       # per operation leaf per batch, forward + backward
+
+
+def epoch_seconds(figures: Estimate, train_size: int, batch_size: int = 256) -> float:
+    """An estimate of one training epoch's seconds on one CPU thread (within about 2x)."""
+    batches = -(-train_size // batch_size)
+    return (train_size * (3 * figures.macs / MACS_PER_SECOND + figures.activations * SECONDS_PER_ACTIVATION)
+            + batches * figures.terminals * SECONDS_PER_OP)

@@ -12,7 +12,7 @@ skipped; on a 1xL image (a sequence viewed as an image) a 4x4 patch embedding
 becomes a strided 3-wide one. Both rewrites stay inside the grammar's language.
 
 For a search, :func:`seeds_for` picks for every seed the largest scale whose
-analytic parameters, activations and MACs fit a :class:`SeedBudget`::
+analytic parameters, activations, MACs and estimated epoch time fit a :class:`SeedBudget`::
 
     budget = budget_for_training(train_size=3000, epochs=8, seconds=10, max_params=1_000_000)
     for label, arch in seeds_for((1, 28, 28), 10, budget):
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from einnas.errors import ArchitectureError
 from einnas.grammar.pcfg import Grammar, load_grammar, read_user_text
-from einnas.grammar.scaling import Estimate, estimate, fit_to_input, scale_widths
+from einnas.grammar.scaling import Estimate, epoch_seconds, estimate, fit_to_input, scale_widths
 from einnas.grammar.tree import Architecture, parse_arch
 
 SEED_DIR = Path(__file__).with_name("seeds")
@@ -36,39 +36,36 @@ SEED_NAMES = ("resnet18", "wrn16_4", "vit", "mlp_mixer")
 MAX_ARCH_FILE_BYTES = 2_000_000
 #: The width multipliers :func:`seeds_for` tries, largest first (each halves the widths).
 SCALES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)
-#: Multiply-accumulates per second one CPU thread sustains while training small
-#: networks (forward + backward = 3 forward passes), measured with
-#: ``benchmarks/bench_seeds.py`` on a shared 2-core machine; a rough figure that only
-#: orders seeds against a time budget.
-MACS_PER_SECOND = 2.0e9
 _NAME = re.compile(r"^([A-Za-z_]\w*)@(\d+(?:\.\d*)?|\.\d+|\d+/\d+)$")
 
 
 @dataclass(frozen=True)
 class SeedBudget:
-    """What a seed may cost per sample: parameters (with the head), activations, MACs.
-    ``None`` means unbounded."""
+    """What a seed may cost: parameters (with the head), activations and MACs per
+    sample, and estimated seconds per training epoch over ``train_size`` samples
+    (:func:`einnas.grammar.scaling.epoch_seconds`). ``None`` means unbounded."""
 
     max_params: int | None = None
     max_activations: int | None = None
     max_macs: int | None = None
+    max_epoch_seconds: float | None = None
+    train_size: int = 0
+    batch_size: int = 256
 
     def fits(self, figures: Estimate) -> bool:
         """Whether an :class:`~einnas.grammar.scaling.Estimate` is within every bound."""
+        seconds = epoch_seconds(figures, self.train_size, self.batch_size) if self.max_epoch_seconds else None
         pairs = ((figures.params, self.max_params), (figures.activations, self.max_activations),
-                 (figures.macs, self.max_macs))
+                 (figures.macs, self.max_macs), (seconds, self.max_epoch_seconds))
         return all(limit is None or value <= limit for value, limit in pairs)
 
 
 def budget_for_training(train_size: int, epochs: int, seconds: float | None, *, max_params: int | None = None,
-                        max_activations: int | None = None,
-                        macs_per_second: float = MACS_PER_SECOND) -> SeedBudget:
-    """A budget whose MAC bound lets ``epochs`` epochs over ``train_size`` samples (a
-    forward and a backward pass each, about 3 forward passes) finish in ``seconds``."""
-    max_macs = None
-    if seconds is not None:
-        max_macs = int(macs_per_second * seconds / (3 * max(1, epochs) * max(1, train_size)))
-    return SeedBudget(max_params, max_activations, max_macs)
+                        max_activations: int | None = None, batch_size: int = 256) -> SeedBudget:
+    """A budget in which ``epochs`` epochs over ``train_size`` samples are estimated to
+    finish in ``seconds`` (no time bound when ``seconds`` is ``None``)."""
+    per_epoch = seconds / max(1, epochs) if seconds is not None else None
+    return SeedBudget(max_params, max_activations, None, per_epoch, train_size, batch_size)
 
 
 def seed_text(name: str) -> str:
@@ -116,14 +113,14 @@ def seed_arch(name: str, multiplier: float = 1.0, grammar: Grammar | None = None
 
 def scaled_seed(name: str, input_shape, num_classes: int = 10, *, max_params: int | None = None,
                 max_macs: int | None = None, max_activations: int | None = None,
-                grammar: Grammar | None = None) -> tuple[float, Architecture]:
-    """The largest scale of :data:`SCALES` at which seed ``name`` fits the bounds, as
-    ``(multiplier, architecture fitted to the input)``.
+                budget: SeedBudget | None = None, grammar: Grammar | None = None) -> tuple[float, Architecture]:
+    """The largest scale of :data:`SCALES` at which seed ``name`` fits the bounds (the
+    keyword limits, or a whole ``budget``), as ``(multiplier, architecture fitted to the input)``.
 
     A seed that fits at no scale is replaced by its smallest scale (the nearest one),
     never dropped: the caller checks ``arch.info`` against its own limits.
     """
-    budget = SeedBudget(max_params, max_activations, max_macs)
+    budget = budget or SeedBudget(max_params, max_activations, max_macs)
     grammar = grammar or load_grammar()
     last, seen = None, set()
     for multiplier in SCALES:
@@ -143,9 +140,7 @@ def seeds_for(input_shape, num_classes: int, budget: SeedBudget, names=SEED_NAME
     labels such as ``"resnet18@0.25"`` that :func:`resolve_arch` accepts back."""
     out = []
     for name in names:
-        multiplier, arch = scaled_seed(name, input_shape, num_classes, max_params=budget.max_params,
-                                       max_macs=budget.max_macs, max_activations=budget.max_activations,
-                                       grammar=grammar)
+        multiplier, arch = scaled_seed(name, input_shape, num_classes, budget=budget, grammar=grammar)
         out.append((seed_label(name, multiplier), arch))
     return out
 

@@ -126,9 +126,8 @@ def resolve_init(spec: str | None, space: SearchSpace, budget=None) -> list[tupl
             )
         try:
             if seed is not None and item.strip() in SEED_NAMES:
-                scale, arch = scaled_seed(item.strip(), space.input_shape, space.num_classes,
-                                          max_params=budget.max_params, max_macs=budget.max_macs,
-                                          max_activations=budget.max_activations, grammar=space.grammar)
+                scale, arch = scaled_seed(item.strip(), space.input_shape, space.num_classes, budget=budget,
+                                          grammar=space.grammar)
                 label = seed_label(item.strip(), scale)
             else:
                 arch = resolve_arch(item, space.grammar, space.input_shape, space.num_classes)

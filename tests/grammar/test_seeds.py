@@ -15,7 +15,7 @@ import torch
 from einnas.errors import ArchitectureError, DatasetError
 from einnas.grammar import build_network, default_grammar, parse_arch, resolve_arch
 from einnas.grammar.registry import IMAGE, TOKENS
-from einnas.grammar.scaling import estimate, fit_to_input
+from einnas.grammar.scaling import epoch_seconds, estimate, fit_to_input
 from einnas.grammar.seeds import (
     SCALES, SEED_NAMES, SeedBudget, budget_for_training, parse_seed_name, scaled_seed, seed_arch, seeds_for,
 )
@@ -92,6 +92,18 @@ def test_chosen_scale_is_the_largest_that_fits(name):
         assert estimate(seed_arch(name, multiplier * 2, input_shape=shape), shape, 10).macs > 20_000_000
 
 
+@pytest.mark.parametrize("name", ["resnet18", "vit"])
+def test_chosen_scale_is_the_largest_within_the_time_estimate(name):
+    shape, budget = (1, 28, 28), budget_for_training(3000, 8, 60.0)
+    multiplier, arch = scaled_seed(name, shape, 10, budget=budget)
+    figures = estimate(arch, shape, 10)
+    assert epoch_seconds(figures, 3000) <= 60.0 / 8 and multiplier < 1
+    bigger = estimate(seed_arch(name, multiplier * 2, input_shape=shape), shape, 10)
+    assert epoch_seconds(bigger, 3000) > 60.0 / 8
+    # The estimate grows with every figure it is made of.
+    assert epoch_seconds(bigger, 3000) > epoch_seconds(figures, 3000) > epoch_seconds(figures, 1000)
+
+
 def test_a_seed_that_fits_nowhere_is_its_smallest_scale_not_dropped():
     multiplier, arch = scaled_seed("resnet18", (1, 8, 8), 10, max_params=10)
     assert multiplier < 0.125 and arch.info.params > 10
@@ -101,8 +113,8 @@ def test_a_seed_that_fits_nowhere_is_its_smallest_scale_not_dropped():
 
 
 def test_seeds_for_a_training_budget():
-    budget = budget_for_training(1077, 8, 10.0, max_params=1_000_000, macs_per_second=2e9)
-    assert budget.max_macs == int(2e9 * 10 / (3 * 8 * 1077))
+    budget = budget_for_training(1077, 8, 10.0, max_params=1_000_000)
+    assert budget.max_epoch_seconds == 10.0 / 8 and budget.train_size == 1077
     seeds = seeds_for((1, 8, 8), 10, budget)
     assert [label.split("@")[0] for label, _ in seeds] == list(SEED_NAMES)
     for label, arch in seeds:
