@@ -71,6 +71,50 @@ def scale_widths(arch: Architecture, multiplier: float) -> Architecture:
     return Architecture.from_tree(grammar, rewrite(arch.tree))
 
 
+def _has_split(grammar, node: Node) -> bool:
+    for n in node.walk():
+        op = grammar.rules[n.rule].alternatives[n.alt].op
+        if op is not None and op.spec.kind == "split":
+            return True
+    return False
+
+
+def scale_depth(arch: Architecture, depth: float, input_shape, num_classes: int = 10) -> Architecture:
+    """``arch`` with only the first ``ceil(depth x n)`` of its n repeatable blocks.
+
+    A repeatable block is the first part of a two-part chain (``sequential(X, rest)``)
+    that keeps the tensor's shape and has branches (a residual block, an attention or
+    MLP sub-layer): dropping it (``sequential(X, rest)`` -> ``rest``) leaves every other
+    shape as it was. Blocks inside a block are not counted; stage transitions (which
+    change the shape) always stay. ``arch`` must apply to ``input_shape``.
+    """
+    if not 0 < depth <= 1:
+        raise ArchitectureError(f"depth multiplier must be in (0, 1], not {depth}")
+    grammar = arch.grammar
+    record: dict = {}
+    analyse(arch, input_shape, num_classes, record=record)
+    blocks: list[tuple[Node, Node]] = []
+
+    def visit(node: Node, inside: bool) -> None:
+        alt = grammar.rules[node.rule].alternatives[node.alt]
+        chain = alt.op is None and len(node.children) == 2 and [step[0] for step in alt.plan] == ["map", "map"]
+        if chain and not inside:
+            first, rest = node.children
+            if record[id(first)][1] == record[id(rest)][1] and _has_split(grammar, first):
+                blocks.append((node, rest))
+                visit(first, True)
+                visit(rest, False)
+                return
+        for child in node.children:
+            visit(child, inside)
+
+    visit(arch.tree, False)
+    tree = arch.tree
+    for parent, rest in blocks[math.ceil(depth * len(blocks)):]:
+        tree = tree.replace(parent, rest)
+    return Architecture.from_tree(grammar, tree)
+
+
 class _Latest(dict):
     """A record that keeps the most recently visited node last (a node visited twice moves)."""
 

@@ -104,7 +104,7 @@ def resolve_init(spec: str | None, space: SearchSpace, budget=None) -> list[tupl
     without a scale is scaled to ``budget`` (a ``SeedBudget``: the largest scale that
     fits, else its smallest). Duplicates (same archid) are dropped.
     """
-    from einnas.grammar.seeds import SeedBudget, parse_seed_name, scaled_seed, seed_label
+    from einnas.grammar.seeds import SeedBudget, parse_seed_name, scaled_seed
 
     if spec is None or spec.strip() in ("", "random", "scratch"):
         return []
@@ -126,9 +126,8 @@ def resolve_init(spec: str | None, space: SearchSpace, budget=None) -> list[tupl
             )
         try:
             if seed is not None and item.strip() in SEED_NAMES:
-                scale, arch = scaled_seed(item.strip(), space.input_shape, space.num_classes, budget=budget,
-                                          grammar=space.grammar)
-                label = seed_label(item.strip(), scale)
+                label, _, _, arch = scaled_seed(item.strip(), space.input_shape, space.num_classes, budget=budget,
+                                                grammar=space.grammar)
             else:
                 arch = resolve_arch(item, space.grammar, space.input_shape, space.num_classes)
                 label = Path(item[1:]).stem if item.startswith("@") else item

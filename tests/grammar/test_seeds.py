@@ -42,11 +42,18 @@ def widths(arch) -> set[int]:
 
 
 @pytest.mark.parametrize("name", SEED_NAMES)
-@pytest.mark.parametrize("multiplier", [0.25, 0.0625])
-def test_scaled_seed_analytic_params_match_torch(name, multiplier):
+@pytest.mark.parametrize("multiplier,depth", [(0.25, 1.0), (0.0625, 1.0), (0.03125, 0.5)])
+def test_scaled_seed_analytic_params_match_torch(name, multiplier, depth):
     for shape in [(1, 28, 28), (40, 1)]:
-        arch = seed_arch(name, multiplier, input_shape=shape)
+        arch = seed_arch(name, multiplier, input_shape=shape, depth=depth)
         assert estimate(arch, shape, 10).params == arch.info.params == torch_params(arch, shape)
+
+
+def larger(name, seed, shape):
+    """The next larger rung of the scaling ladder above a ScaledSeed."""
+    if seed.depth < 1:
+        return seed_arch(name, seed.width, input_shape=shape, depth=min(1.0, seed.depth * 2))
+    return seed_arch(name, seed.width * 2, input_shape=shape)
 
 
 def test_width_multiplier_scales_and_snaps_to_grammar_widths():
@@ -62,15 +69,16 @@ def test_width_multiplier_scales_and_snaps_to_grammar_widths():
     assert "linear_x(4)" in resolve_arch("mlp_mixer@0.125").string
 
 
-@pytest.mark.parametrize("text", ["resnet18@0", "resnet18@100", "vit@-1"])
+@pytest.mark.parametrize("text", ["resnet18@0", "resnet18@100", "vit@-1", "vit@0.5d2"])
 def test_bad_multiplier_is_an_architecture_error(text):
     with pytest.raises(ArchitectureError):
         resolve_arch(text)
 
 
 def test_seed_names():
-    assert parse_seed_name("vit") == ("vit", 1.0)
-    assert parse_seed_name(" wrn16_4@0.5 ") == ("wrn16_4", 0.5)
+    assert parse_seed_name("vit") == ("vit", 1.0, 1.0)
+    assert parse_seed_name(" wrn16_4@0.5 ") == ("wrn16_4", 0.5, 1.0)
+    assert parse_seed_name("vit@1/32d0.5") == ("vit", 0.03125, 0.5)
     assert parse_seed_name("linear(64)") is None and parse_seed_name("alexnet@0.5") is None
     with pytest.raises(ArchitectureError, match="NAME@MULTIPLIER"):
         resolve_arch("alexnet@0.5")
@@ -80,34 +88,44 @@ def test_seed_names():
 def test_chosen_scale_is_the_largest_that_fits(name):
     shape = (1, 28, 28)
     limit = 200_000
-    multiplier, arch = scaled_seed(name, shape, 10, max_params=limit)
-    assert arch.info.params <= limit
-    if multiplier != SCALES[0]:
-        bigger = seed_arch(name, multiplier * 2, input_shape=shape)
-        assert estimate(bigger, shape, 10).params > limit
+    seed = scaled_seed(name, shape, 10, max_params=limit)
+    assert seed.arch.info.params <= limit
+    if seed.width != SCALES[0]:
+        assert estimate(larger(name, seed, shape), shape, 10).params > limit
     # A MAC bound is honoured the same way.
-    multiplier, arch = scaled_seed(name, shape, 10, max_macs=20_000_000)
-    assert estimate(arch, shape, 10).macs <= 20_000_000
-    if multiplier != SCALES[0]:
-        assert estimate(seed_arch(name, multiplier * 2, input_shape=shape), shape, 10).macs > 20_000_000
+    seed = scaled_seed(name, shape, 10, max_macs=20_000_000)
+    assert estimate(seed.arch, shape, 10).macs <= 20_000_000
+    if seed.width != SCALES[0]:
+        assert estimate(larger(name, seed, shape), shape, 10).macs > 20_000_000
+
+
+def test_depth_multiplier_drops_repeated_blocks():
+    shape = (1, 1, 40)
+    full, half = seed_arch("resnet18", 0.25, input_shape=shape), seed_arch("resnet18", 0.25, input_shape=shape, depth=0.5)
+    assert half.info.terminals < full.info.terminals and half.info.params < full.info.params
+    assert half.info.output == full.info.output  # stage transitions stay: same output shape
+    assert widths(half) == widths(full)
+    assert resolve_arch("resnet18@0.25d0.5", input_shape=shape).archid == half.archid
+    with pytest.raises(ArchitectureError, match="needs the input shape"):
+        resolve_arch("resnet18@0.25d0.5")
 
 
 @pytest.mark.parametrize("name", ["resnet18", "vit"])
 def test_chosen_scale_is_the_largest_within_the_time_estimate(name):
     shape, budget = (1, 28, 28), budget_for_training(3000, 8, 60.0)
-    multiplier, arch = scaled_seed(name, shape, 10, budget=budget)
-    figures = estimate(arch, shape, 10)
-    assert epoch_seconds(figures, 3000) <= 60.0 / 8 and multiplier < 1
-    bigger = estimate(seed_arch(name, multiplier * 2, input_shape=shape), shape, 10)
+    seed = scaled_seed(name, shape, 10, budget=budget)
+    figures = estimate(seed.arch, shape, 10)
+    assert epoch_seconds(figures, 3000) <= 60.0 / 8 and seed.width < 1
+    bigger = estimate(larger(name, seed, shape), shape, 10)
     assert epoch_seconds(bigger, 3000) > 60.0 / 8
     # The estimate grows with every figure it is made of.
     assert epoch_seconds(bigger, 3000) > epoch_seconds(figures, 3000) > epoch_seconds(figures, 1000)
 
 
 def test_a_seed_that_fits_nowhere_is_its_smallest_scale_not_dropped():
-    multiplier, arch = scaled_seed("resnet18", (1, 8, 8), 10, max_params=10)
-    assert multiplier < 0.125 and arch.info.params > 10
-    assert widths(arch) == {16}  # every width at the grammar's smallest
+    seed = scaled_seed("resnet18", (1, 8, 8), 10, max_params=10)
+    assert seed.label == "resnet18@0.03125d0.25" and seed.arch.info.params > 10
+    assert widths(seed.arch) == {16}  # every width at the grammar's smallest
     labels = [label for label, _ in seeds_for((1, 8, 8), 10, SeedBudget(max_params=10))]
     assert [label.split("@")[0] for label in labels] == list(SEED_NAMES)
 
@@ -120,9 +138,7 @@ def test_seeds_for_a_training_budget():
     for label, arch in seeds:
         assert "@" in label  # none fits at full width
         assert resolve_arch(label, input_shape=(1, 8, 8)).archid == arch.archid  # the label names it
-        if not budget.fits(estimate(arch, (1, 8, 8), 10)):  # then no smaller form exists
-            name, multiplier = parse_seed_name(label)
-            assert seed_arch(name, multiplier / 2, input_shape=(1, 8, 8)).archid == arch.archid
+        assert budget.fits(estimate(arch, (1, 8, 8), 10))  # digits is small: every seed has a form that fits
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -146,10 +162,21 @@ def test_token_form_replaces_convolutions_and_patch_embeddings():
         assert arch.info.output.mode == TOKENS
     # A 4x4 patch embedding cannot cut a 1x40 image: the closest im2col that applies.
     vit = seed_arch("vit", 0.25, grammar, input_shape=(1, 1, 40))
-    assert vit.string.startswith("sequential(routing[im2col(3,2,1), linear(128), identity]")
+    assert "sequential(routing[im2col(3,2,1), linear(128), identity]" in vit.string and "im2col(4,4,0)" not in vit.string
     # ResNet keeps its convolutions on the image view: nothing to repair.
     resnet = seed_arch("resnet18", 0.25, grammar)
     assert fit_to_input(resnet, (1, 1, 40)).archid == resnet.archid
+
+
+def test_token_models_pool_over_tokens_and_classify_features():
+    vit = seed_arch("vit", 0.25, input_shape=(1, 8, 8))
+    assert vit.info.output.shape == (128, 4)  # features first: the head averages the 4 tokens
+    assert build_network(vit, (1, 8, 8), 10).classifier.in_features == 128
+    # ResNet on tokens is not a token model: it keeps the per-position head.
+    resnet = seed_arch("resnet18", 0.25, input_shape=(40, 1))
+    assert resnet.info.output.shape == (40, 128)
+    # Without an input shape the seed is the stored one (the paper's head and size).
+    assert "permute(2,1)]" not in resolve_arch("vit").string[-40:]
 
 
 def test_an_unfixable_architecture_still_raises():
