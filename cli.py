@@ -188,8 +188,9 @@ class Export(Command):
         from einnas.grammar import resolve_arch
         from einnas.grammar.export import export_onnx
 
-        arch = resolve_arch(args.arch, load_grammar_from(args))
-        model = export_onnx(arch, parse_shape(args.input_shape), args.classes, args.output, exporter=args.exporter)
+        shape = parse_shape(args.input_shape)
+        arch = resolve_arch(args.arch, load_grammar_from(args), shape, args.classes)  # seeds fit the input
+        model = export_onnx(arch, shape, args.classes, args.output, exporter=args.exporter)
         print(f"wrote {args.output}: archid {arch.archid}, {len(model.graph.node)} nodes, {model.ByteSize()} bytes")
         return 0
 
