@@ -1,8 +1,8 @@
-"""Rewriting a derivation tree to a width and to an input: how seeds fit any task.
+"""Rewriting a derivation tree to a width, a depth and an input: how seeds fit any task.
 
-Both rewrites replace operation leaves by other alternatives of the same grammar
-rule, so the result is always a string of the grammar's language (it parses, mutates
-and records like any other architecture):
+The rewrites replace operation leaves by other alternatives of the same grammar rule
+or drop whole blocks, so the result is always a string of the grammar's language (it
+parses, mutates and records like any other architecture):
 
 * :func:`scale_widths` multiplies every output width of the ops that declare one
   (``register_op(..., width_args=...)``: ``linear(N)``) and snaps it to the nearest
@@ -12,10 +12,13 @@ and records like any other architecture):
   arguments that apply, else by a leaf of its rule that leaves the tensor unchanged
   (``identity``). On tokens, ``routing[im2col(3,1,1), linear(64), col2im]`` becomes
   ``routing[identity, linear(64), identity]``; on a 1x40 image a 4x4 patch embedding
-  ``im2col(4,4,0)`` becomes ``im2col(3,2,1)``.
+  ``im2col(4,4,0)`` becomes ``im2col(3,2,1)``;
+* :func:`scale_depth` keeps the first part of the repeatable (shape-keeping,
+  branching) blocks.
 
 :func:`estimate` gives the analytic figures a budget is checked against: parameters,
-activations and multiply-accumulates (MACs) per sample.
+activations and multiply-accumulates (MACs) per sample; :func:`epoch_seconds` turns
+them into an estimated training time.
 """
 
 from __future__ import annotations
@@ -155,16 +158,16 @@ def fit_to_input(arch: Architecture, input_shape, num_classes: int = 10) -> Arch
         try:
             arch.info = analyse(arch, input_shape, num_classes, record=record)
             return arch
-        except ArchitectureError as error:
+        except ArchitectureError:
             if not record:
                 raise
+            # The node analysed last is the one whose operation failed.
             node, state, _ = next(reversed(record.values()))
             index = _repair(grammar, node, state)
             if index is None:
                 raise
             fixed = Node(node.rule, index, (), node.pos)
             arch = Architecture.from_tree(grammar, arch.tree.replace(node, fixed))
-            _ = error
     raise ArchitectureError(f"no form of the architecture applies to input {input_shape} after {MAX_REPAIRS} repairs")
 
 
