@@ -197,8 +197,9 @@ class Export(Command):
         from einnas.grammar import resolve_arch
         from einnas.grammar.export import export_onnx
 
-        arch = resolve_arch(args.arch, load_grammar_from(args))
-        model = export_onnx(arch, parse_shape(args.input_shape), args.classes, args.output, exporter=args.exporter)
+        shape = parse_shape(args.input_shape)
+        arch = resolve_arch(args.arch, load_grammar_from(args), shape, args.classes)  # seeds fit the input
+        model = export_onnx(arch, shape, args.classes, args.output, exporter=args.exporter)
         print(f"wrote {args.output}: archid {arch.archid}, {len(model.graph.node)} nodes, {model.ByteSize()} bytes")
         return 0
 
@@ -251,6 +252,9 @@ class Train(Command):
             "--dataset", required=True, metavar="D",
             help="digits, mnist1d, mnist5k, addnist5k, or an Unseen-NAS folder / .npz file",
         )
+        parser.add_argument("--view", choices=["auto", "image", "tokens"], default="auto",
+                            help="sequences (S, D) as tokens or as Dx1xS images for 1-D convolutions "
+                                 "(default auto: image for signals of at most 4 channels, such as mnist1d)")
         parser.add_argument("--epochs", type=positive_int, default=8, help="epochs (default 8, einspace's search budget)")
         parser.add_argument(
             "--seconds", type=_positive_float, metavar="T",
@@ -273,8 +277,10 @@ class Train(Command):
         from einnas.grammar import build_network, resolve_arch
 
         device = resolve_device(args.device)  # a bad device fails before the slow loads
-        arch = resolve_arch(args.arch, load_grammar_from(args))
-        dataset = load_dataset(args.dataset)
+        grammar = load_grammar_from(args)
+        arch = resolve_arch(args.arch, grammar)  # a bad ARCH fails before the slow loads
+        dataset = load_dataset(args.dataset, view=args.view)
+        arch = resolve_arch(args.arch, grammar, dataset.input_shape, dataset.num_classes)  # seeds fit the input
         config = TrainConfig(
             epochs=args.epochs, seconds=args.seconds, batch_size=args.batch_size, lr=args.lr, threads=args.threads
         )
@@ -347,6 +353,7 @@ class Search(Command):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--strategy", choices=["re", "random"], default="re", help="regularised evolution (default) or random sampling")
         parser.add_argument("--init", metavar="SEEDS", help="RE's initial population: random (default), mix, or seed names / @files, e.g. resnet18,vit")
+        parser.add_argument("--view", choices=["auto", "image", "tokens"], default="auto", help="sequences (S, D) as tokens or as Dx1xS images (default auto: image for signals of at most 4 channels, such as mnist1d)")
         parser.add_argument("--population", type=positive_int, help="RE population (default: a third of --trials, 4 to 100)")
         parser.add_argument("--tournament", type=positive_int, help="RE tournament size (default: 30%% of the population, 2 to 10)")
         parser.add_argument("--epochs", type=positive_int, help="training epochs per candidate (default 8)")
@@ -386,7 +393,7 @@ class Search(Command):
             study_name=args.study_name, out=args.out, surrogate=args.surrogate, evaluator=args.evaluator,
             candidates=args.candidates, kappa=args.kappa, refit_every=args.refit_every,
             device=args.device, threads=args.threads, grammar=args.grammar, plugins=tuple(args.plugin),
-            final=not args.no_final,
+            final=not args.no_final, view=args.view,
         )
         runner = Runner(SearchConfig(**{k: v for k, v in given.items() if v is not None}))
         if not args.quiet:

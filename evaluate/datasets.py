@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import random
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -381,12 +381,58 @@ def _normalise(name, shape, num_classes, checked, source, notes) -> Dataset:
     )
 
 
-def load_dataset(name_or_path: str | Path, *, max_bytes: int = MAX_ARRAY_BYTES) -> Dataset:
-    """Load a built-in dataset by name (cached in-process) or a folder / ``.npz`` file.
+# --- views: how a token sequence is presented --------------------------------------
+
+#: ``--view`` values: ``tokens`` keeps sequences ``(S, D)``; ``image`` presents them as
+#: ``D x 1 x S`` images, on which im2col(k,s,p) routing is a 1-D convolution along S;
+#: ``auto`` picks image for signals of at most :data:`AUTO_IMAGE_CHANNELS` channels.
+#: Images stay images under every view.
+VIEWS = ("auto", "image", "tokens")
+#: A sequence with this many features per position or fewer is a signal (mnist1d has
+#: one): convolving along it is what wins, so ``auto`` shows it as a 1xS image. Wider
+#: tokens are embeddings, which stay tokens.
+AUTO_IMAGE_CHANNELS = 4
+
+
+def with_view(dataset: Dataset, view: str) -> Dataset:
+    """``dataset`` presented in ``view`` (see :data:`VIEWS`); the same object if unchanged.
+
+    The image view of tokens ``(S, D)`` is ``(D, 1, S)``: channels = features, one row,
+    S columns. Normalisation is per feature in both views, so the values are identical.
+    """
+    if view not in VIEWS:
+        raise DatasetError(f"--view {view!r}: expected one of {', '.join(VIEWS)}")
+    if dataset.mode == "image" or view == "tokens":
+        return dataset
+    if view == "auto" and dataset.input_shape[1] > AUTO_IMAGE_CHANNELS:
+        return dataset
+    s, d = dataset.input_shape
+
+    def image(split):
+        x, y = split
+        return x.transpose(1, 2).unsqueeze(2).contiguous(), y
+
+    return replace(
+        dataset, input_shape=(d, 1, s), train=image(dataset.train), valid=image(dataset.valid),
+        test=image(dataset.test), notes=dataset.notes + (f"tokens {s}x{d} viewed as a {d}x1x{s} image",),
+    )
+
+
+def load_dataset(name_or_path: str | Path, *, max_bytes: int = MAX_ARRAY_BYTES, view: str = "tokens") -> Dataset:
+    """Load a built-in dataset by name (cached in-process) or a folder / ``.npz`` file,
+    presented in ``view`` (default ``tokens``: sequences as stored; see :func:`with_view`).
 
     >>> load_dataset("digits").describe()
     'digits (image 1x8x8, 10 classes, train/valid/test 1077 / 360 / 360)'
+    >>> load_dataset("mnist1d", view="image").input_shape
+    (1, 1, 40)
     """
+    if view not in VIEWS:
+        raise DatasetError(f"--view {view!r}: expected one of {', '.join(VIEWS)}")
+    return with_view(_load(name_or_path, max_bytes), view)
+
+
+def _load(name_or_path: str | Path, max_bytes: int) -> Dataset:
     text = str(name_or_path)
     if isinstance(name_or_path, str) and text.lower() in _BUILTINS:
         return _builtin(text.lower())  # a folder of that name is reached as ./digits

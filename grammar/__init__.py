@@ -16,7 +16,9 @@ from einnas.grammar.pcfg import (
 )
 from einnas.grammar.registry import IMAGE, REGISTRY, TOKENS, OpSpec, State, register_fusion, register_op
 from einnas.grammar.sampler import Limits, mutate, sample, sample_one
-from einnas.grammar.seeds import SEED_NAMES, resolve_arch, seed_text
+from einnas.grammar.seeds import (
+    SEED_NAMES, SeedBudget, budget_for_training, parse_seed_name, resolve_arch, scaled_seed, seed_text, seeds_for,
+)
 from einnas.grammar.tree import ArchInfo, Architecture, Node, analyse, archid_of, parse_arch, to_string
 
 
@@ -31,4 +33,5 @@ __all__ = [
     "default_grammar", "grammar_from_text", "load_grammar", "mutate", "parse_arch", "register_fusion",
     "resolve_grammar", "space_for_sha256", "space_names",
     "register_op", "resolve_arch", "sample", "sample_one", "seed_text", "to_string",
+    "SeedBudget", "budget_for_training", "parse_seed_name", "scaled_seed", "seeds_for",
 ]

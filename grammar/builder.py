@@ -13,52 +13,6 @@ from einnas.errors import UsageError
 from einnas.grammar.registry import IMAGE, REGISTRY, State
 from einnas.grammar.tree import HEADS, Architecture, Node, analyse
 
-_CLASSES: dict[str, type] = {}
-
-
-def _classes():
-    if _CLASSES:
-        return _CLASSES
-    import torch
-    from torch import nn
-
-    class Stages(nn.Module):
-        """Runs ``map`` stages on a tensor; ``split`` makes branches that ``branches``
-        maps one module each over and ``join`` merges."""
-
-        def __init__(self, kinds: list[str], modules: list[nn.Module]):
-            super().__init__()
-            self.kinds = list(kinds)
-            self.stages = nn.ModuleList(modules)
-
-        def forward(self, x):
-            xs = None
-            for kind, module in zip(self.kinds, self.stages):
-                if kind == "map":
-                    x = module(x)
-                elif kind == "split":
-                    xs = module(x)
-                elif kind == "branches":
-                    xs = [f(t) for f, t in zip(module, xs)]
-                else:
-                    x = module(xs)
-            return x
-
-    class Network(nn.Module):
-        """stem (identity) -> backbone -> global pooling -> linear classifier."""
-
-        def __init__(self, backbone: nn.Module, pool_dims: tuple[int, ...], features: int, num_classes: int):
-            super().__init__()
-            self.backbone = backbone
-            self.pool_dims = pool_dims
-            self.classifier = nn.Linear(features, num_classes)
-
-        def forward(self, x):
-            y = self.backbone(x)
-            return self.classifier(torch.mean(y, dim=self.pool_dims))
-
-    _CLASSES.update(Stages=Stages, Network=Network)
-    return _CLASSES
 
 
 def _leaf_op(grammar, node: Node):
@@ -124,7 +78,9 @@ def build_module(grammar, node: Node, state, fuse: bool = True):
         return nn.Identity(), state
     if kinds == ["map"]:
         return modules[0], state
-    return _classes()["Stages"](kinds, modules), state
+    from einnas.grammar._torch_modules import Stages
+
+    return Stages(kinds, modules), state
 
 
 def build_network(arch: Architecture, input_shape, num_classes: int = 10, head: str = "tokens", fuse: bool = True):
@@ -147,6 +103,8 @@ def build_network(arch: Architecture, input_shape, num_classes: int = 10, head: 
         pool, features = (2,), out.shape[0]
     else:
         pool, features = (1,), out.shape[1]
-    network = _classes()["Network"](backbone, pool, features, num_classes)
+    from einnas.grammar._torch_modules import Network
+
+    network = Network(backbone, pool, features, num_classes)
     network.arch_info = info
     return network

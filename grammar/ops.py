@@ -12,105 +12,14 @@ import math
 from einnas.grammar.registry import IMAGE, TOKENS, State, register_fusion, register_op
 
 # Torch is imported inside builders so that loading the grammar (and `einnas --help`)
-# stays light; the module classes below are created on first use.
-_TORCH_CLASSES: dict[str, type] = {}
+# stays light; the module classes live at module level in a private module (so built
+# networks pickle) that is imported on first use.
 
 
-def _modules():
-    if _TORCH_CLASSES:
-        return _TORCH_CLASSES
-    import torch
-    from torch import nn
+def _modules() -> dict[str, type]:
+    from einnas.grammar._torch_modules import OP_CLASSES
 
-    class LastAxisSoftmax(nn.Module):
-        def forward(self, x):
-            return torch.softmax(x, dim=-1)
-
-    class PositionalEncoding(nn.Module):
-        def __init__(self, shape):
-            super().__init__()
-            self.weight = nn.Parameter(torch.randn(*shape))
-
-        def forward(self, x):
-            return x + self.weight
-
-    class Permute(nn.Module):
-        def __init__(self, axes):
-            super().__init__()
-            self.axes = (0, *axes)
-
-        def forward(self, x):
-            return x.permute(*self.axes)
-
-    class Im2Col(nn.Module):
-        def __init__(self, k, s, p):
-            super().__init__()
-            self.unfold = nn.Unfold(kernel_size=k, stride=s, padding=p)
-
-        def forward(self, x):
-            return self.unfold(x).transpose(1, 2)
-
-    class Col2Im(nn.Module):
-        def __init__(self, fold):
-            super().__init__()
-            self.fold = tuple(fold)
-
-        def forward(self, x):
-            return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *self.fold)
-
-    class Clone(nn.Module):
-        def __init__(self, b):
-            super().__init__()
-            self.b = b
-
-        def forward(self, x):
-            return [x] * self.b
-
-    class Group(nn.Module):
-        def __init__(self, b, dim):
-            super().__init__()
-            self.b, self.dim = b, dim
-
-        def forward(self, x):
-            return list(torch.chunk(x, self.b, dim=self.dim))
-
-    class Add(nn.Module):
-        def forward(self, xs):
-            out = xs[0]
-            for x in xs[1:]:
-                out = out + x
-            return out
-
-    class Cat(nn.Module):
-        def __init__(self, dim):
-            super().__init__()
-            self.dim = dim
-
-        def forward(self, xs):
-            return torch.cat(xs, dim=self.dim)
-
-    class MatMul(nn.Module):
-        def __init__(self, scale):
-            super().__init__()
-            self.scale = scale
-
-        def forward(self, xs):
-            out = torch.matmul(xs[0], xs[1])
-            return out * self.scale if self.scale != 1.0 else out
-
-    class Pool(nn.Module):
-        def __init__(self, pool):
-            super().__init__()
-            self.pool = pool
-
-        def forward(self, x):
-            return self.pool(x)
-
-    _TORCH_CLASSES.update(
-        softmax=LastAxisSoftmax, pos_enc=PositionalEncoding, permute=Permute, im2col=Im2Col,
-        col2im=Col2Im, clone=Clone, group=Group, add=Add, cat=Cat, matmul=MatMul, pool=Pool,
-    )
-    return _TORCH_CLASSES
+    return OP_CLASSES
 
 
 def _nn():
@@ -161,7 +70,7 @@ _ABSOLUTE = lambda last, n: n  # noqa: E731
 _TIMES = lambda last, k: last * k  # noqa: E731
 _DIVIDED = lambda last, k: last / k  # noqa: E731
 
-register_op("linear", shape=_linear_shape(_ABSOLUTE), params=_linear_params(_ABSOLUTE), nargs=1,
+register_op("linear", shape=_linear_shape(_ABSOLUTE), params=_linear_params(_ABSOLUTE), nargs=1, width_args=(0,),
             doc="linear(N): fully connected layer on the last axis, to N features")(_linear_builder(_ABSOLUTE))
 register_op("linear_x", shape=_linear_shape(_TIMES), params=_linear_params(_TIMES), nargs=1, sampled=False,
             doc="linear_x(k): linear layer on the last axis to k times its size")(_linear_builder(_TIMES))

@@ -80,6 +80,9 @@ class OpSpec:
     sampled: bool = True
     doc: str = ""
     source: str = "einnas"
+    # Indexes of the arguments that are output widths (linear(N): (0,)); width
+    # multipliers (seed scaling, ``resnet18@0.25``) rescale exactly these.
+    width_args: tuple[int, ...] = ()
 
     def check_args(self, args: tuple) -> str | None:
         """Return why ``args`` are not valid for this op, or ``None``."""
@@ -155,6 +158,7 @@ def register_op(
     nargs: tuple[int, ...] | int | None = 0,
     sampled: bool = True,
     doc: str = "",
+    width_args: tuple[int, ...] = (),
 ) -> Callable[[Builder], Builder]:
     """Register the decorated torch builder as operation ``name``.
 
@@ -164,7 +168,8 @@ def register_op(
     analytically; without it the module is built once per input and counted.
     ``nargs`` is the allowed number of integer arguments (``linear(64)`` has 1; ``None``
     allows any). ``sampled=False`` marks an extra op that the default grammar does
-    not sample. Registering a name twice raises :class:`~einnas.errors.PluginError`.
+    not sample. ``width_args`` names the arguments that are output widths (scaled by
+    width multipliers such as ``resnet18@0.25``). Registering a name twice raises :class:`~einnas.errors.PluginError`.
     """
     allowed = (nargs,) if isinstance(nargs, int) else (tuple(nargs) if nargs is not None else None)
 
@@ -173,7 +178,7 @@ def register_op(
             OpSpec(
                 name=name, build=build, kind=kind, shape=shape or _same_state, params=params,
                 nargs=allowed, sampled=sampled, doc=doc or (build.__doc__ or "").strip().split("\n")[0],
-                source=_CURRENT_SOURCE[-1],
+                source=_CURRENT_SOURCE[-1], width_args=tuple(width_args),
             )
         )
         return build

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +49,7 @@ class SearchConfig:
     seed: int = 0
     strategy: str = "re"  # re | random
     init: str | None = None  # RE's initial population: None/random, mix, or seed names / @files
+    view: str = "auto"  # sequences as tokens or as 1xS images (einnas.evaluate.datasets.VIEWS)
     population: int | None = None  # None: scaled to the budget (einspace: 100)
     tournament: int | None = None  # None: scaled to the budget (einspace: 10)
     epochs: int = DEFAULT_EPOCHS
@@ -141,6 +143,26 @@ def _fit(default: int, sizes: list[int]) -> int:
     return max([default] + [int(1.25 * size) for size in sizes])
 
 
+def _drop_unfit_mix(config: SearchConfig, seeds: list) -> list:
+    """With ``--init mix``, seeds over an explicit --max-params / --max-activations even
+    at their smallest scale are left out with a note (named seeds are errors instead)."""
+    if (config.init or "").strip() != "mix":
+        return seeds
+    kept = []
+    for label, arch in seeds:
+        over = [flag for flag, size, limit in (("--max-params", arch.info.params, config.max_params),
+                                               ("--max-activations", arch.info.activations, config.max_activations))
+                if limit is not None and size > limit]
+        if over:
+            print(f"einnas: --init mix: leaving out {label} ({arch.info.params:,} parameters, "
+                  f"{arch.info.activations:,} activations at its smallest: over {' and '.join(over)})", file=sys.stderr)
+        else:
+            kept.append((label, arch))
+    if not kept:
+        raise UsageError("--init mix: no seed fits --max-params / --max-activations even at its smallest scale")
+    return kept
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -160,6 +182,7 @@ class Search:
     def __init__(self, config: SearchConfig):
         from einnas.evaluate import BUILTIN_DATASETS, TrainConfig, load_dataset
         from einnas.grammar import DEFAULT_GRAMMAR, Limits, load_grammar
+        from einnas.grammar.seeds import budget_for_training
         from einnas.search.evaluators import TrainingEvaluator
         from einnas.search.space import SearchSpace
         from einnas.search.strategies import (
@@ -169,9 +192,16 @@ class Search:
         config.check()
         self.config = config
         grammar = load_grammar(config.grammar, plugins=config.plugins)
-        self.dataset = load_dataset(config.dataset)
+        self.dataset = load_dataset(config.dataset, view=config.view)
         self.space = SearchSpace(grammar, tuple(self.dataset.input_shape), self.dataset.num_classes)
-        seeds = resolve_init(config.init, self.space) if config.strategy == "re" else []
+        # Seeds named without a scale are scaled to this budget (einnas.grammar.seeds).
+        budget = budget_for_training(
+            self.dataset.sizes()["train"], config.epochs, config.seconds,
+            max_params=config.max_params or DEFAULT_MAX_PARAMS,
+            max_activations=config.max_activations or DEFAULT_MAX_ACTIVATIONS,
+        )
+        seeds = resolve_init(config.init, self.space, budget) if config.strategy == "re" else []
+        seeds = _drop_unfit_mix(config, seeds)
         limits = Limits(
             max_params=config.max_params or _fit(DEFAULT_MAX_PARAMS, [a.info.params for _, a in seeds]),
             max_activations=config.max_activations or _fit(DEFAULT_MAX_ACTIVATIONS, [a.info.activations for _, a in seeds]),

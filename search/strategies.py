@@ -95,31 +95,48 @@ def tournament_size(population: int) -> int:
     return min(EINSPACE_TOURNAMENT, max(2, round(0.3 * population)))
 
 
-def resolve_init(spec: str | None, space: SearchSpace) -> list[tuple[str, Architecture]]:
+def resolve_init(spec: str | None, space: SearchSpace, budget=None) -> list[tuple[str, Architecture]]:
     """The seed architectures of ``--init``: ``random`` (none), ``mix`` (all four seeds)
-    or a comma-separated list of seed names and ``@file`` arguments.
+    or a comma-separated list of seed names (``resnet18``, ``resnet18@0.25``) and ``@file``
+    arguments.
 
-    Each seed is checked against the input shape; duplicates (same archid) are dropped.
+    Every seed is fitted to the input shape (``einnas.grammar.seeds``); a seed named
+    without a scale is scaled to ``budget`` (a ``SeedBudget``: the largest scale that
+    fits, else its smallest). Duplicates (same archid) are dropped.
     """
+    from einnas.grammar.seeds import SeedBudget, parse_seed_name, scaled_seed
+
     if spec is None or spec.strip() in ("", "random", "scratch"):
         return []
     items = list(SEED_NAMES) if spec.strip() == "mix" else [s.strip() for s in spec.split(",") if s.strip()]
     if not items:
         raise UsageError(f"--init {spec!r}: expected random, mix or seed names such as resnet18,vit")
+    budget = budget or SeedBudget()
     seen, out = set(), []
+    shape = "x".join(map(str, space.input_shape))
     for item in items:
-        if item not in SEED_NAMES and not item.startswith("@"):
+        try:
+            seed = parse_seed_name(item)
+        except ArchitectureError as error:
+            raise UsageError(f"--init {item}: {error}") from None
+        if seed is None and not item.startswith("@"):
             raise UsageError(
-                f"--init {item!r}: expected a seed name ({', '.join(SEED_NAMES)}), mix, random or @file"
+                f"--init {item!r}: expected a seed name ({', '.join(SEED_NAMES)}, or NAME@SCALE such as "
+                "resnet18@0.25), mix, random or @file"
             )
         try:
-            arch = space.parse(resolve_arch(item, space.grammar).string)
+            if seed is not None and item.strip() in SEED_NAMES:
+                label, _, _, arch = scaled_seed(item.strip(), space.input_shape, space.num_classes, budget=budget,
+                                                grammar=space.grammar)
+            else:
+                arch = resolve_arch(item, space.grammar, space.input_shape, space.num_classes)
+                label = Path(item[1:]).stem if item.startswith("@") else item
+            arch = space.parse(arch.string)
         except ArchitectureError as error:
-            shape = "x".join(map(str, space.input_shape))
             raise UsageError(f"--init {item}: does not work for input {shape}: {error}") from None
         if arch.archid not in seen:
             seen.add(arch.archid)
-            out.append((Path(item[1:]).stem if item.startswith("@") else item, arch))
+            out.append((label, arch))
     return out
 
 

@@ -52,7 +52,7 @@ def test_sampled_architecture_on_mnist5k(capsys):
 
 
 def test_sampled_architecture_on_mnist1d(capsys):
-    assert main(["train", SAMPLED_MNIST1D, "--dataset", "mnist1d", "--epochs", "3", *FAST]) == 0
+    assert main(["train", SAMPLED_MNIST1D, "--dataset", "mnist1d", "--view", "tokens", "--epochs", "3", *FAST]) == 0
     rows = table(capsys.readouterr().out)
     assert rows["status"] == "ok" and rows["dataset"].startswith("mnist1d (tokens 40x1")
     assert percent(rows["val_acc"]) > 0.2  # chance is 0.1
@@ -121,8 +121,8 @@ def test_broken_folder_is_one_line_and_status_2(tmp_path, capsys, case):
 def test_unknown_dataset_and_bad_arch(capsys):
     assert main(["train", SAMPLED_MNIST5K, "--dataset", "imagenet", "-q"]) == 2
     assert "unknown dataset 'imagenet'" in capsys.readouterr().err
-    # im2col needs an image: mnist1d is tokens
-    assert main(["train", SAMPLED_MNIST5K, "--dataset", "mnist1d", "-q"]) == 2
+    # im2col needs an image: mnist1d viewed as tokens
+    assert main(["train", SAMPLED_MNIST5K, "--dataset", "mnist1d", "--view", "tokens", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "im2col" in err[0]
 
