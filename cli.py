@@ -82,6 +82,57 @@ def emit(rows: list[dict], fmt: str, columns: Sequence[str]) -> None:
         print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
 
 
+def check_output_file(path: str, flag: str, *, force: bool, kind: str, is_kind) -> None:
+    """Refuse, before any work, an output path that cannot be written or would destroy a file.
+
+    The rule for every command: a missing file is written; an existing file of the same
+    ``kind`` (``is_kind(path)``) is replaced only with ``--force``; anything else (a folder,
+    a file of another kind, a folder that cannot be written) is never touched.
+    """
+    import os
+    from pathlib import Path
+
+    if not path or not path.strip():
+        raise UsageError(f"{flag} {path!r}: expected a file name")
+    target = Path(path)
+    if target.is_dir() or path.endswith(os.sep):
+        raise UsageError(f"{flag} {path}: is a folder; give a file name such as {Path(path) / ('model.' + kind.lower())}")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: folder {str(folder)!r} does not exist")
+    if target.exists():
+        if not is_kind(target):
+            raise UsageError(f"{flag} {path}: exists and is not an {kind} file; einnas does not replace it "
+                             "(choose another name or remove it yourself)")
+        if not force:
+            raise UsageError(f"{flag} {path}: exists; give --force to replace it")
+    _check_writable_folder(folder, flag, path)
+
+
+def _check_writable_folder(folder, flag: str, path: str) -> None:
+    """Probe that ``folder`` takes new files (permissions, read-only or pseudo file systems)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(f"{flag} {path}: cannot write in {str(folder)!r} ({error.strerror or error})") from None
+
+
+def _is_onnx_file(path) -> bool:
+    """An ONNX model: a ModelProto with an IR version and a graph (read without external data)."""
+    try:
+        import onnx
+
+        if path.stat().st_size > 2**31:
+            return False
+        model = onnx.load(str(path), load_external_data=False)
+        return model.ir_version > 0 and model.HasField("graph")
+    except Exception:  # noqa: BLE001 - anything that does not parse is not an ONNX file
+        return False
+
+
 class Command:
     """A subcommand: ``name`` on the command line, ``help`` in ``einnas --help``."""
 
@@ -177,7 +228,10 @@ class Export(Command):
 
     def add_arguments(self, parser):
         parser.add_argument("arch", metavar="ARCH", help="architecture string, @file, or seed name")
-        parser.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write")
+        parser.add_argument("-o", "--out", "--output", dest="output", required=True, metavar="FILE",
+                            help="ONNX file to write (an existing ONNX file is replaced only with --force)")
+        parser.add_argument("--force", action="store_true",
+                            help="replace an existing ONNX file at --out (never a file of another kind)")
         parser.add_argument("--input-shape", default="3,32,32", help="C,H,W (image) or S,D (tokens); default 3,32,32")
         parser.add_argument("--classes", type=positive_int, default=10)
         parser.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
@@ -188,6 +242,7 @@ class Export(Command):
         from einnas.grammar import resolve_arch
         from einnas.grammar.export import export_onnx
 
+        check_output_file(args.output, "-o", force=args.force, kind="ONNX", is_kind=_is_onnx_file)
         arch = resolve_arch(args.arch, load_grammar_from(args))
         model = export_onnx(arch, parse_shape(args.input_shape), args.classes, args.output, exporter=args.exporter)
         print(f"wrote {args.output}: archid {arch.archid}, {len(model.graph.node)} nodes, {model.ByteSize()} bytes")

@@ -91,7 +91,7 @@ def plot_history(view: StudyView, path: Path, title: str = "") -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from einnas.grammar.export import write_atomic
+    from einnas._util import write_atomic
 
     done = [r for r in view.records if r.counted]
     ok = [r for r in done if r.value is not None]
@@ -201,7 +201,7 @@ def report_markdown(report: dict) -> str:
 
 def write_report(report: dict, folder: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``folder``."""
-    from einnas.grammar.export import write_atomic
+    from einnas._util import write_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / "report.json", folder / "report.md"

@@ -142,12 +142,9 @@ def _fit(default: int, sizes: list[int]) -> int:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from einnas._util import package_version
 
-        return version("einnas")
-    except Exception:  # noqa: BLE001 - metadata is optional (source checkout)
-        return "unknown"
+    return package_version(default="unknown")
 
 
 class Search:
