@@ -36,6 +36,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def add_grammar_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grammar", metavar="FILE", help="grammar file (default: the built-in einspace grammar)")
     parser.add_argument(
@@ -96,16 +106,31 @@ def check_output_file(path: str, flag: str, *, force: bool, kind: str, is_kind) 
         raise UsageError(f"{flag} {path!r}: expected a file name")
     target = Path(path)
     if target.is_dir() or path.endswith(os.sep):
-        raise UsageError(f"{flag} {path}: is a folder; give a file name such as {Path(path) / ('model.' + kind.lower())}")
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"{flag} {path}: folder {str(folder)!r} does not exist")
     if target.exists():
         if not is_kind(target):
-            raise UsageError(f"{flag} {path}: exists and is not an {kind} file; einnas does not replace it "
+            raise UsageError(f"{flag} {path}: exists and is not {kind}; einnas does not replace it "
                              "(choose another name or remove it yourself)")
         if not force:
             raise UsageError(f"{flag} {path}: exists; give --force to replace it")
+    _check_writable_folder(folder, flag, path)
+
+
+def check_output_folder(path: str, flag: str) -> None:
+    """A folder einnas writes its own files into (a run folder): created if missing, and
+    probed for writing before any work."""
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {path}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{flag} {path}: cannot create the folder ({error.strerror or error})") from None
     _check_writable_folder(folder, flag, path)
 
 
@@ -242,7 +267,7 @@ class Export(Command):
         from einnas.grammar import resolve_arch
         from einnas.grammar.export import export_onnx
 
-        check_output_file(args.output, "-o", force=args.force, kind="ONNX", is_kind=_is_onnx_file)
+        check_output_file(args.output, "-o", force=args.force, kind="an ONNX file", is_kind=_is_onnx_file)
         arch = resolve_arch(args.arch, load_grammar_from(args))
         model = export_onnx(arch, parse_shape(args.input_shape), args.classes, args.output, exporter=args.exporter)
         print(f"wrote {args.output}: archid {arch.archid}, {len(model.graph.node)} nodes, {model.ByteSize()} bytes")
@@ -308,7 +333,6 @@ class Train(Command):
         parser.add_argument("--lr", type=_positive_float, default=0.04)
         parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
         parser.add_argument("--final", action="store_true", help="train on train+valid, report test accuracy only")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
@@ -390,7 +414,8 @@ class Search(Command):
         parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, or a folder / .npz")
         parser.add_argument("--trials", type=positive_int, metavar="N", help="evaluated candidates in the study, all workers together")
         parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=nonnegative_int, default=0,
+                            help="search seed: the same command and seed evaluate the same architectures (default 0)")
         parser.add_argument("--strategy", choices=["re", "random"], default="re", help="regularised evolution (default) or random sampling")
         parser.add_argument("--init", metavar="SEEDS", help="RE's initial population: random (default), mix, or seed names / @files, e.g. resnet18,vit")
         parser.add_argument("--population", type=positive_int, help="RE population (default: a third of --trials, 4 to 100)")
@@ -404,7 +429,7 @@ class Search(Command):
         parser.add_argument("--final-epochs", type=positive_int, help="epochs of the final retrain of the best (default 4 x --epochs)")
         parser.add_argument("--no-final", action="store_true", help="skip the final retrain and ONNX export (e.g. extra workers)")
         _add_study_options(parser, creating=True)
-        parser.add_argument("--out", metavar="DIR", help="run folder for the study, ONNX, report and plot (default: runs/NAME)")
+        parser.add_argument("-o", "--out", metavar="DIR", help="run folder for the study, ONNX, report and plot (default: runs/NAME)")
         parser.add_argument("--surrogate", default="none", metavar="default|PATH|none", help="surrogate-assisted proposals (default none)")
         parser.add_argument("--evaluator", choices=["train", "surrogate"], default="train", help="score by training (default) or by the predictor")
         parser.add_argument("--candidates", type=positive_int, metavar="N", help="with --surrogate: proposals ranked per trained candidate (default 16)")
@@ -412,7 +437,6 @@ class Search(Command):
         parser.add_argument("--refit-every", type=int, default=0, metavar="K", help="with --surrogate: refit a predictor on the study's trained trials every K of them and blend it in (default 0: never)")
         parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
         parser.add_argument("--threads", type=positive_int, help="torch CPU threads while training (default 1: run a worker per core)")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
@@ -424,6 +448,8 @@ class Search(Command):
         from einnas.search.progress import SearchProgress
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if args.out:  # a run folder that cannot take the results is found before any training
+            check_output_folder(args.out, "--out")
         given = dict(
             dataset=args.dataset, trials=args.trials, timeout=args.timeout, seed=args.seed, strategy=args.strategy,
             init=args.init, population=args.population, tournament=args.tournament, epochs=args.epochs,
@@ -435,6 +461,8 @@ class Search(Command):
             final=not args.no_final,
         )
         runner = Runner(SearchConfig(**{k: v for k, v in given.items() if v is not None}))
+        if not args.out:
+            check_output_folder(str(runner.out_dir), "--out")
         if not args.quiet:
             s = runner.settings
             print(f"study {runner.study_name} in {runner.storage_shown}", file=sys.stderr)
@@ -474,7 +502,8 @@ class Trials(Command):
 
     def add_arguments(self, parser):
         _add_study_options(parser)
-        parser.add_argument("--sort", choices=["number", "value"], default="number")
+        parser.add_argument("--sort", choices=["number", "value"], default="number",
+                            help="row order: trial number (default) or value, best first")
         parser.add_argument("--limit", type=positive_int, metavar="K", help="show only K rows")
         parser.add_argument("--arch", action="store_true", help="add the architecture string column")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
@@ -535,23 +564,26 @@ class BenchBuild(Command):
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k or a folder")
         parser.add_argument("--n", type=positive_int, required=True, help="number of architecture slots")
-        parser.add_argument("--seed", type=int, default=0, help="build seed; slot i's seed derives from (seed, i)")
-        parser.add_argument("--out", required=True, metavar="FILE", help="records file (JSON Lines, appended)")
+        parser.add_argument("--seed", type=nonnegative_int, default=0, help="build seed; slot i's seed derives from (seed, i)")
+        parser.add_argument("-o", "--out", required=True, metavar="FILE",
+                            help="records file (JSON Lines); an existing records file is continued, any other file refused")
         parser.add_argument("--epochs", type=positive_int, help="training epochs (default: the search budget, 8)")
         parser.add_argument("--seconds", type=float, default=60.0, help="time budget per record (default 60)")
-        parser.add_argument("--max-params", type=positive_int, default=1_000_000)
-        parser.add_argument("--max-activations", type=positive_int, default=1_000_000)
+        parser.add_argument("--max-params", type=positive_int, default=1_000_000,
+                            help="largest architecture, parameters (default 1,000,000, as in search)")
+        parser.add_argument("--max-activations", type=positive_int, default=1_000_000,
+                            help="largest architecture, activation elements per sample (default 1,000,000)")
         parser.add_argument("--mutate", type=float, default=0.3, help="share of mutations of good records (0.3)")
         parser.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
         parser.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPUs/workers)")
         parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no line per record on stderr")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
     def run(self, args):
         from einnas.surrogate.bench import BenchConfig, build
 
+        check_output_file(args.out, "--out", force=True, kind="a JSON Lines records file", is_kind=_is_records_file)
         if args.seconds is not None and not args.seconds > 0:
             raise UsageError(f"--seconds {args.seconds}: must be positive")
         config = BenchConfig(
@@ -581,7 +613,9 @@ class SurrogateFit(Command):
         parser.add_argument("records", nargs="+", metavar="RECORDS",
                             help="JSON Lines files of 'einnas bench build', or folders of ONNX files with "
                                  "the accuracy in metadata_props (ONNX-Bench style)")
-        parser.add_argument("-o", "--out", required=True, metavar="DIR", help="predictor folder to write")
+        parser.add_argument("-o", "--out", required=True, metavar="DIR",
+                            help="predictor folder to write (an existing predictor is replaced only with --force)")
+        parser.add_argument("--force", action="store_true", help="replace the predictor already in --out")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--holdout", type=float, default=0.2,
                             help="share of architectures held out for the report, never fitted (default 0.2)")
@@ -590,23 +624,27 @@ class SurrogateFit(Command):
         parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="text encoder runtime")
         parser.add_argument("--label-key", metavar="KEY", help="metadata_props key of the accuracy in ONNX folders")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
         from einnas.surrogate.encoder import TextEncoder, cache_dir
         from einnas.surrogate.features import DescriptionCache
+        import os
+
         from einnas.surrogate.predictor import FitConfig, featurize, fit, load_records, provenance, save_atomic
 
         if not 0 <= args.holdout < 1:
             raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
+        _check_predictor_out(args.out, args.force)  # before the minutes of fitting
         log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
         records = load_records(args.records, label_key=args.label_key, log=log)
         folder = args.cache or cache_dir()
         encoder = None if args.no_text else TextEncoder(runtime=args.runtime, store=folder)
         data = featurize(records, encoder, DescriptionCache(folder), holdout=args.holdout, log=log)
         meta = {"encoder": encoder.spec if encoder else None, "holdout": args.holdout,
-                "provenance": provenance(args.seed, [r for r in args.records], argv=args.argv)}
+                "provenance": provenance(args.seed, [r for r in args.records], argv=args.argv),
+                # where the records were, relative to the predictor: `surrogate eval DIR` finds them
+                "records_paths": [os.path.relpath(os.path.abspath(r), os.path.abspath(args.out)) for r in args.records]}
         predictor = fit(data, FitConfig(use_text=not args.no_text, members=args.members, seed=args.seed),
                         meta=meta, log=log)
         save_atomic(predictor, args.out)
@@ -624,6 +662,55 @@ class SurrogateFit(Command):
         return 0
 
 
+def _is_records_file(path) -> bool:
+    """A JSON Lines records file: empty, or its first line a JSON object."""
+    try:
+        with open(path, "rb") as file:
+            first = file.readline(1 << 20)
+        return not first.strip() or isinstance(json.loads(first), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def _check_predictor_out(out: str, force: bool) -> None:
+    from pathlib import Path
+
+    folder = Path(out)
+    if not out.strip():
+        raise UsageError(f"-o {out!r}: expected a folder name")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"-o {out}: is a file; a predictor is a folder (give a new folder name)")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not (folder / "meta.json").is_file():
+            raise UsageError(f"-o {out}: folder is not empty and holds no predictor; einnas does not write into it")
+        if not force:
+            raise UsageError(f"-o {out}: holds a predictor; give --force to replace it")
+    parent = folder.parent if str(folder.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    _check_writable_folder(parent, "-o", out)
+
+
+def _fitted_records(predictor, source: str) -> list[str]:
+    """The records a predictor was fitted on, found again from its meta.json (for ``surrogate eval DIR``)."""
+    from pathlib import Path
+
+    from einnas.surrogate.score import PRETRAINED
+
+    folder = PRETRAINED if source in (None, "default") else Path(source)
+    found = [folder / rel for rel in predictor.meta.get("records_paths") or []]
+    found = [str(p) for p in found if p.exists()]
+    if not found:  # older predictors name the files only: look beside the predictor and here
+        names = [f.get("file") for f in (predictor.meta.get("provenance") or {}).get("record_files", [])]
+        places = [Path("."), folder.parent, Path(__file__).parent / "benchmarks" / "data"]
+        found = [next((str(place / name) for place in places if (place / name).is_file()), None) for name in names]
+        found = [] if None in found else found  # all of them, or say what is missing
+    if not found:
+        raise UsageError(f"{source}: the records it was fitted on are not found; give --records FILE ... "
+                         "(the JSON Lines files or ONNX folders of 'surrogate fit')")
+    return found
+
+
 class SurrogateEval(Command):
     name = "surrogate eval"
     help = "Kendall tau and Spearman rho of a predictor on the held-out split of records"
@@ -631,14 +718,14 @@ class SurrogateEval(Command):
     def add_arguments(self, parser):
         parser.add_argument("predictor", nargs="?", default="default", metavar="DIR",
                             help="predictor folder (default: the shipped one)")
-        parser.add_argument("--records", nargs="+", required=True, metavar="RECORDS",
-                            help="JSON Lines files or ONNX folders, as for 'surrogate fit'")
+        parser.add_argument("--records", nargs="+", metavar="RECORDS",
+                            help="JSON Lines files or ONNX folders, as for 'surrogate fit' "
+                                 "(default: the records the predictor was fitted on, where they still are)")
         parser.add_argument("--split", choices=["test", "all"], default="test",
                             help="test: the held-out architectures only (default); all: every record "
                                  "(fair only for datasets the predictor was not fitted on)")
         parser.add_argument("--label-key", metavar="KEY")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
-        parser.add_argument("-q", "--quiet", action="store_true")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
@@ -649,7 +736,8 @@ class SurrogateEval(Command):
 
         predictor = load_predictor(args.predictor)
         log = None if args.quiet else (lambda line: print(f"einnas surrogate eval: {line}", file=sys.stderr, flush=True))
-        records = load_records(args.records, label_key=args.label_key, log=log)
+        records = load_records(args.records or _fitted_records(predictor, args.predictor),
+                               label_key=args.label_key, log=log)
         folder = args.cache or cache_dir()
         runtime = (predictor.meta.get("encoder") or {}).get("runtime", "onnx")
         encoder = TextEncoder(runtime=runtime, store=folder) if predictor.config.use_text else None
@@ -703,50 +791,113 @@ def _commands() -> list[Command]:
     return [cls() for cls in walk(Command)]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and a pointer to ``--help``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+#: Help for options that are the same in every command (filled in where a command gave none).
+_COMMON_HELP = {
+    "--format": "output: table (default) or json; json gives raw numbers (fractions, not percentages)",
+    "--seed": "random seed (default 0)",
+    "--classes": "number of classes of the network's output (default 10)",
+    "--batch-size": "training batch size (default 256)",
+    "--lr": "peak learning rate of the cosine schedule (default 0.04)",
+    "--label-key": "metadata_props key of the accuracy in ONNX folders (default: the usual names)",
+    "--max-chars": "cut the text to this many characters (marked)",
+}
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """-v/-q, accepted before or after the subcommand (SUPPRESS: a subcommand's default never
+    overrides what was given before it)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors (the exit status stays the same)")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or log lines on stderr")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="einnas",
+    from einnas._util import package_version
+
+    common = _global_options()
+    parser = _Parser(
+        prog="einnas", parents=[common],
         description="Neural architecture search over a grammar-defined space (einspace), "
         "with an ONNX-text surrogate predictor and Optuna-driven search.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of user errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"einnas {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for command in _commands():
         words = command.name.split()
         target = sub
         if len(words) == 2:
             if words[0] not in groups:
-                group = sub.add_parser(words[0], help=f"{words[0]} commands")
-                groups[words[0]] = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+                group = sub.add_parser(words[0], help=f"{words[0]} commands", parents=[common])
+                groups[words[0]] = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True,
+                                                        parser_class=_Parser)
             target = groups[words[0]]
-        p = target.add_parser(words[-1], help=command.help, description=command.help)
+        p = target.add_parser(words[-1], help=command.help, description=command.help, parents=[common])
         command.add_arguments(p)
+        for action in p._actions:
+            if action.help is None:
+                action.help = next((_COMMON_HELP[o] for o in action.option_strings if o in _COMMON_HELP), None)
         p.set_defaults(_command=command)
     return parser
 
 
+def _quiet_third_party() -> None:
+    """Keep other libraries' progress bars and advisories ("Loading weights") out of our output."""
+    import os
+
+    for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(key, value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded as provenance by some commands
+    args.verbose = getattr(args, "verbose", False)
+    args.quiet = getattr(args, "quiet", False)
     command = getattr(args, "_command", None)
     if command is None:
         parser.print_help()
         return 2
+    _quiet_third_party()
+    prog = f"einnas {command.name}"
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"{prog}: warning: {message}\n"
     try:
         return command.run(args)
     except EinnasError as error:
         if args.verbose:
-            raise
-        print(f"einnas {command.name}: error: {error}", file=sys.stderr)
+            import traceback
+
+            traceback.print_exc()
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"einnas {command.name}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `einnas sample | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
+    except PermissionError as error:  # a file or folder einnas must write but may not
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        where = f": {error.filename}" if error.filename else ""
+        print(f"{prog}: error: permission denied{where} ({error.strerror or error})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""Conventions every command shares: --version, global -v/-q, one-line argparse errors, help text."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from einnas.cli import build_parser, main
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "einnas.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_version():
+    from einnas._util import package_version
+
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"einnas {package_version()}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["-v", "sample", "-n", "1", "--input-shape", "0,0"], ["sample", "-n", "1", "--input-shape", "0,0", "-v"],
+    ["-q", "sample", "-n", "1", "--input-shape", "0,0"], ["sample", "-q", "-n", "1", "--input-shape", "0,0"],
+])
+def test_global_flags_before_or_after_the_subcommand_keep_exit_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().splitlines()[-1].startswith("einnas sample: error: --input-shape")
+    assert ("Traceback" in err) == ("-v" in argv)  # -v shows the traceback, the status stays 2
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["search", "--dataset", "digits", "--trials", "nope"], "--trials"),
+    (["search", "--seed", "-5", "--dataset", "digits", "--trials", "2"], "--seed"),
+    (["export"], "ARCH"),
+    (["nosuchcommand"], "nosuchcommand"),
+])
+def test_argparse_errors_are_one_line_with_a_pointer_to_help(argv, needle, tmp_path):
+    proc = run(*argv, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "--help'" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing written, no empty study left behind
+
+
+def test_every_option_has_help():
+    def walk(parser, prog):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{prog} {name}")
+            elif action.option_strings and action.dest != "help":
+                yield prog, action
+
+    missing = [f"{prog} {action.option_strings[0]}" for prog, action in walk(build_parser(), "einnas")
+               if not action.help]
+    assert missing == []
+
+
+def test_output_flag_is_o_out_everywhere():
+    parser = build_parser()
+    subs = {}
+
+    def walk(p, prog):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prog} {name}")
+            elif "--out" in action.option_strings or "-o" in action.option_strings:
+                subs[prog] = set(action.option_strings)
+
+    walk(parser, "einnas")
+    assert {"einnas export", "einnas search", "einnas bench build", "einnas surrogate fit"} <= set(subs)
+    assert all({"-o", "--out"} <= flags for flags in subs.values())
