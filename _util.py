@@ -84,3 +84,20 @@ def process_gone(pid: int) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def format_accuracy(value: float | None) -> str:
+    """An accuracy (a fraction) for tables and reports: a percentage with one decimal,
+    ``-`` when there is none. JSON output keeps the raw fraction."""
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def format_cell(value) -> str:
+    """One table cell: ``-`` for nothing (None, empty containers), ``k v, ...`` for a mapping."""
+    if value is None or (isinstance(value, (dict, list, tuple, set)) and not value):
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {format_cell(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_cell(v) for v in value)
+    return str(value)

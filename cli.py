@@ -86,10 +86,13 @@ def emit(rows: list[dict], fmt: str, columns: Sequence[str]) -> None:
     if fmt == "json":
         print(json.dumps(rows, indent=2))
         return
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    from einnas._util import format_cell
+
+    cells = [{c: format_cell(r.get(c)) for c in columns} for r in rows]
+    widths = {c: max([len(c)] + [len(r[c]) for r in cells]) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+    for row in cells:
+        print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
 
 
 def check_output_file(path: str, flag: str, *, force: bool, kind: str, is_kind) -> None:
@@ -354,7 +357,7 @@ class Train(Command):
         )
 
         def progress(stats):
-            bar.set_postfix(loss=f"{stats.train_loss:.3f}", **({} if stats.val_acc is None else {"val": f"{stats.val_acc:.4f}"}))
+            bar.set_postfix(loss=f"{stats.train_loss:.3f}", **({} if stats.val_acc is None else {"val": _pct(stats.val_acc)}))
             bar.update(1)
 
         try:
@@ -370,7 +373,7 @@ class Train(Command):
             print(json.dumps(data, indent=2))
         else:
             status = "ok" if result.ok else f"failed: {result.reason}: {result.detail}"
-            pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+            pct = _pct
             rows = [
                 ("arch", arch.archid + (f" ({args.arch.strip()})" if len(args.arch) <= 40 else "")),
                 ("dataset", dataset.describe()),
@@ -403,7 +406,9 @@ def _add_study_options(parser, creating: bool = False) -> None:
 
 
 def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+    from einnas._util import format_accuracy
+
+    return format_accuracy(value)
 
 
 class Search(Command):
@@ -481,13 +486,16 @@ class Search(Command):
         t = report["trials"]
         print(f"study {outcome.study_name}: {t['counted']} trials evaluated ({t['completed']} scored, {t['failed']} failed), "
               f"this worker {outcome.stats.evaluated} in {outcome.stats.seconds:.1f} s")
-        rows = [dict(row, val_acc=_pct(row["val_acc"])) for row in report["top"]]
+        # with --evaluator surrogate the scores are predictions: say so in every label
+        score = "predicted" if report["settings"].get("evaluator") == "predicted" else "val_acc"
+        rows = [dict(row, **{score: _pct(row["val_acc"])}) for row in report["top"]]
         if rows:
-            emit(rows, "table", ["rank", "trial", "val_acc", "params", "archid", "origin"])
+            emit(rows, "table", ["rank", "trial", score, "params", "archid", "origin"])
         best, final = report["best"], report["final"]
         if best:
             arch = best["arch"] if len(best["arch"]) <= 400 else best["arch"][:400] + " ... (einnas best --arch-only)"
-            print(f"best: trial {best['trial']} {best['archid']} val {_pct(best['val_acc'])}: {arch}")
+            print(f"best: trial {best['trial']} {best['archid']} {'predicted' if score == 'predicted' else 'val'} "
+                  f"{_pct(best['val_acc'])}: {arch}")
         if final:
             print(f"final: test {_pct(final['test_acc'])} after {final['epochs']} epochs on train+valid" if final["ok"]
                   else f"final: retrain failed: {final['reason']}: {final['detail']}")
@@ -548,8 +556,9 @@ class Best(Command):
         elif args.format == "json":
             print(json.dumps([r.as_dict() for r in top], indent=2))
         else:
+            predicted = (study.user_attrs.get("einnas") or {}).get("evaluator") == "predicted"
             for rank, r in enumerate(top, 1):
-                print(f"{rank}. trial {r.number}  val {_pct(r.value)}  params {r.params}  archid {r.archid}  "
+                print(f"{rank}. trial {r.number}  {'predicted' if predicted else 'val'} {_pct(r.value)}  params {r.params}  archid {r.archid}  "
                       f"origin {r.origin}\n   {r.arch}")
         return 0
 
@@ -774,7 +783,7 @@ class Score(Command):
         if args.format == "json":
             print(json.dumps([r.as_dict() for r in results], indent=2))
         else:
-            rows = [{"file": r.name, "predicted": f"{r.mean:.4f}", "std": f"±{r.std:.4f}",
+            rows = [{"file": r.name, "predicted": _pct(r.mean), "std": f"± {100 * r.std:.1f}",
                      "params": f"{r.params:,}", "note": r.note} for r in results if r.error is None]
             if rows:
                 emit(rows, "table", ["file", "predicted", "std", "params", "note"])

@@ -156,19 +156,25 @@ def build_report(
 
 
 def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
+    from einnas._util import format_accuracy
+
+    return format_accuracy(v)
 
 
 def report_markdown(report: dict) -> str:
     """``report.md``: the same content for people."""
     s, t, final = report["settings"], report["trials"], report["final"]
+    predicted = s.get("evaluator") == "predicted"  # a prediction is never labelled a measurement
+    label = "predicted accuracy" if predicted else "validation accuracy"
     lines = [
         f"# einnas search: {report['study']}", "",
         f"- dataset: {s.get('dataset')} (input {s.get('input_shape')}, {s.get('num_classes')} classes)",
         f"- strategy: {s.get('strategy')}" + (f", init {s.get('init')}, population {s.get('population')}, "
                                                f"tournament {s.get('tournament')}" if s.get("strategy") == "re" else ""),
-        f"- evaluator: {s.get('evaluator')}, {s.get('epochs')} epochs, batch {s.get('batch_size')}, "
-        f"{s.get('seconds')} s per trial; seed {s.get('seed')}",
+        (f"- evaluator: predicted by the surrogate (nothing trained; accuracies are predictions); seed {s.get('seed')}"
+         if predicted else
+         f"- evaluator: {s.get('evaluator')}, {s.get('epochs')} epochs, batch {s.get('batch_size')}, "
+         f"{s.get('seconds')} s per trial; seed {s.get('seed')}"),
         f"- grammar: {s.get('grammar_path')} (sha256 {str(s.get('grammar_sha256'))[:12]}…)",
         f"- storage: `{report['storage']}`",
         f"- trials: {t['counted']} evaluated ({t['completed']} scored, {t['failed']} failed"
@@ -181,7 +187,7 @@ def report_markdown(report: dict) -> str:
     if best:
         size = f", {best['params']:,} parameters" if best["params"] is not None else ""
         lines += ["", "## Best", "", f"- trial {best['trial']}, archid `{best['archid']}`{size}",
-                  f"- validation accuracy: {_pct(best['val_acc'])}"]
+                  f"- {label}: {_pct(best['val_acc'])}"]
         if final:
             status = (f"test accuracy {_pct(final['test_acc'])} after {final['epochs']} epochs on train + valid "
                       f"({final['seconds']:.1f} s), trial {final['number']}" if final["ok"]
@@ -189,7 +195,8 @@ def report_markdown(report: dict) -> str:
             lines.append(f"- final retrain: {status}")
         lines += ["", "```", best["arch"], "```"]
     if report["top"]:
-        lines += ["", "## Top architectures", "", "| rank | trial | val acc | params | archid | origin |",
+        lines += ["", "## Top architectures", "", f"| rank | trial | {'predicted' if predicted else 'val acc'} "
+                  "| params | archid | origin |",
                   "| ---: | ---: | ---: | ---: | --- | --- |"]
         for row in report["top"]:
             lines.append(f"| {row['rank']} | {row['trial']} | {_pct(row['val_acc'])} | {row['params']} | "

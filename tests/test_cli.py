@@ -74,3 +74,13 @@ def test_output_flag_is_o_out_everywhere():
     walk(parser, "einnas")
     assert {"einnas export", "einnas search", "einnas bench build", "einnas surrogate fit"} <= set(subs)
     assert all({"-o", "--out"} <= flags for flags in subs.values())
+
+
+def test_tables_show_one_accuracy_format_and_no_none_or_braces(capsys):
+    from einnas._util import format_accuracy
+    from einnas.cli import emit
+
+    assert [format_accuracy(v) for v in (0.9556, 0.9388888888888889, 1.0, None)] == ["95.6%", "93.9%", "100.0%", "-"]
+    emit([{"a": None, "b": {}, "c": {"timeout": 2, "oom": 1}, "d": []}], "table", ["a", "b", "c", "d"])
+    out = capsys.readouterr().out
+    assert "None" not in out and "{" not in out and "[" not in out and "timeout 2, oom 1" in out
