@@ -148,8 +148,6 @@ def test_study_opens_in_optuna_dashboard(fake, tmp_path):
 
 
 def test_lock_left_by_a_killed_worker_is_taken_over(tmp_path, monkeypatch):
-    import time
-
     from einnas.search import storage as storage_module
 
     monkeypatch.setattr(storage_module, "LOCK_GRACE_PERIOD", 3)
@@ -157,9 +155,8 @@ def test_lock_left_by_a_killed_worker_is_taken_over(tmp_path, monkeypatch):
     journal = Path("runs") / "x" / "study.journal"  # relative, as the default run folder is
     optuna.create_study(storage=open_storage(str(journal)), study_name="x")
     os.symlink(os.path.abspath(journal), str(journal) + ".lock")  # as a worker killed mid-write leaves it
-    start = time.monotonic()
-    optuna.create_study(storage=open_storage(str(journal)), study_name="y")
-    assert 2 < time.monotonic() - start < 60
+    optuna.create_study(storage=open_storage(str(journal)), study_name="y")  # waits out the grace period
+    assert not os.path.lexists(str(journal) + ".lock")  # the dead worker's lock was taken over and released
     assert {s.study_name for s in open_storage(str(journal)).get_all_studies()} == {"x", "y"}
 
 

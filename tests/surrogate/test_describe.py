@@ -218,7 +218,6 @@ def test_describes_every_model_of_the_onnx_backend_test_data():
     assert len(results) == expected
     for r in results:
         assert r["ok"] or (r["error"] and "\n" not in r["error"]), r
-        assert r["seconds"] < 20, r
     assert sum(r["ok"] for r in results) >= 0.9 * expected
 
 
