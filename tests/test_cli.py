@@ -84,3 +84,40 @@ def test_tables_show_one_accuracy_format_and_no_none_or_braces(capsys):
     emit([{"a": None, "b": {}, "c": {"timeout": 2, "oom": 1}, "d": []}], "table", ["a", "b", "c", "d"])
     out = capsys.readouterr().out
     assert "None" not in out and "{" not in out and "[" not in out and "timeout 2, oom 1" in out
+
+
+def _readme_commands():
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            for part in line.split("&&"):
+                words = shlex.split(part.strip())
+                if words and words[0] in ("einnas", ".venv/bin/einnas"):
+                    yield words[1:]
+
+
+def test_every_readme_command_parses_as_written():
+    commands = list(_readme_commands())
+    assert len(commands) >= 20
+    parser = build_parser()
+    for words in commands:
+        try:
+            args = parser.parse_args(words)
+        except SystemExit as exit:  # pragma: no cover - the message names the command
+            raise AssertionError(f"README command does not parse: einnas {' '.join(words)}") from exit
+        assert getattr(args, "_command", None) is not None, words
+
+
+def test_readme_activates_the_environment_before_bare_commands():
+    from pathlib import Path
+
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [m for m in re.finditer(r"```bash\n(.*?)```", text, re.S) if re.search(r"^einnas ", m.group(1), re.M)]
+    assert blocks and "source .venv/bin/activate" in text[:blocks[0].start(1) + blocks[0].group(1).index("einnas ")]
