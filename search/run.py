@@ -26,7 +26,7 @@ from einnas.search import assisted
 from einnas.search.loop import Progress, WorkerStats, run_worker
 from einnas.search.records import StudyView
 from einnas.search.storage import (
-    GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study,
+    GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study, stored_settings,
 )
 
 # Defaults sized so that `einnas search --dataset digits --trials 30` (training, final
@@ -180,9 +180,17 @@ class Search:
                     flag = "--max-params" if what == "parameters" else "--max-activations"
                     raise UsageError(f"--init {label}: {size:,} {what}, over {flag} {limit:,}")
         self.space = replace(self.space, limits=limits)
+        label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name
+        self.study_name = config.study_name or default_study_name(config, label)
+        self.out_dir = Path(config.out) if config.out else RUNS_DIR / self.study_name
+        self.storage_spec = config.storage or str(self.out_dir / "study.journal")
+        self.storage_shown = describe_storage(self.storage_spec)
+        # A study that exists keeps the sizes it derived from its first --trials: asking the
+        # same search for more trials extends it rather than being refused as another search.
+        stored = stored_settings(self.storage_spec, self.study_name) or {}
         if config.strategy == "re":
-            population = config.population or population_sizes(config.trials)[0]
-            tournament = config.tournament or tournament_size(population)
+            population = config.population or stored.get("population") or population_sizes(config.trials)[0]
+            tournament = config.tournament or stored.get("tournament") or tournament_size(population)
             strategy = RegularisedEvolution(self.space, population, tournament, seeds)
         else:
             strategy = RandomSampling(self.space)
@@ -200,11 +208,6 @@ class Search:
                                               refit_every=config.refit_every)
         self.strategy, self.evaluator = strategy, evaluator
 
-        label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name
-        self.study_name = config.study_name or default_study_name(config, label)
-        self.out_dir = Path(config.out) if config.out else RUNS_DIR / self.study_name
-        self.storage_spec = config.storage or str(self.out_dir / "study.journal")
-        self.storage_shown = describe_storage(self.storage_spec)
         grammar_path = (
             "einspace.lark (built-in)" if Path(grammar.path) == DEFAULT_GRAMMAR else str(config.grammar or grammar.path)
         )

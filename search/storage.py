@@ -296,6 +296,21 @@ def check_settings(stored: dict, settings: dict, name: str, shown: str) -> None:
         )
 
 
+def stored_settings(spec: str, name: str) -> dict | None:
+    """The settings stored in study ``name`` of storage ``spec``, or None when there is no
+    such study yet (nothing is created). Lets a search adopt what it derived the first time
+    (the RE population from the first ``--trials``) so that asking for more trials extends
+    the study instead of being refused."""
+    if not is_url(spec) and not Path(spec).is_file():
+        return None
+    storage = open_storage(spec, create=False)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+
+
 def load_study(storage, name: str | None, shown: str):
     """Load an existing study; with no name, the storage's only study."""
     import optuna
