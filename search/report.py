@@ -82,10 +82,20 @@ def retrain_best(
     return result
 
 
-def plot_history(view: StudyView, path: Path, title: str = "") -> None:
-    """Write a PNG: each trial's score by number (failures at the bottom) and the best so far."""
-    import io
+def plot_history(view: StudyView, path: Path, title: str = "") -> bool:
+    """Write a PNG: each trial's score by number (failures at the bottom) and the best so far.
 
+    Returns False (with a warning) when matplotlib, an optional extra, is not installed:
+    a finished search still writes its study, ONNX file and report.
+    """
+    import importlib.util
+    import io
+    import warnings
+
+    if importlib.util.find_spec("matplotlib") is None:
+        warnings.warn("no history.png: the plot needs matplotlib (pip install 'einnas[plot]')", RuntimeWarning,
+                      stacklevel=2)
+        return False
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -121,6 +131,7 @@ def plot_history(view: StudyView, path: Path, title: str = "") -> None:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     write_atomic(path, buffer.getvalue())
+    return True
 
 
 def _row(r: TrialRecord, rank: int | None = None) -> dict:

@@ -253,8 +253,8 @@ class Search:
             if final is not None and final.onnx:
                 files["onnx"] = str(out / "best.onnx")
         if view.records:
-            plot_history(view, out / "history.png", title=f"{self.study_name}: {self.dataset.name}")
-            files["plot"] = str(out / "history.png")
+            if plot_history(view, out / "history.png", title=f"{self.study_name}: {self.dataset.name}"):
+                files["plot"] = str(out / "history.png")
         files.update(report_json=str(out / "report.json"), report_md=str(out / "report.md"))
         seconds = outcome.stats.seconds + (time.monotonic() - start)
         report = build_report(view, study_name=self.study_name, storage=self.storage_shown, settings=self.settings,

@@ -329,7 +329,10 @@ class _OnnxRuntime:
 class _TorchRuntime:
     def __init__(self, threads: int | None, model_folder=None):
         import torch
-        from sentence_transformers import SentenceTransformer
+
+        from einnas._util import require
+
+        SentenceTransformer = require("sentence_transformers").SentenceTransformer
 
         if threads:
             torch.set_num_threads(threads)
