@@ -54,12 +54,19 @@ def add_grammar_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: The size limits of a candidate, the same in every command that samples (``search`` raises
+#: them to fit its --init seeds). Equal to einnas.search.run's defaults (a test checks it);
+#: repeated here because importing the search package would make ``einnas --help`` slow.
+DEFAULT_MAX_PARAMS, DEFAULT_MAX_ACTIVATIONS = 1_000_000, 250_000
+
+
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
     from einnas.grammar.sampler import Limits
 
-    d = Limits()
+    d = Limits(max_params=DEFAULT_MAX_PARAMS, max_activations=DEFAULT_MAX_ACTIVATIONS)
     group = parser.add_argument_group("sampling limits")
-    group.add_argument("--max-params", type=positive_int, default=d.max_params, help=f"default {d.max_params:,}")
+    group.add_argument("--max-params", type=positive_int, default=d.max_params,
+                       help=f"largest architecture, parameters; default {d.max_params:,} (as in search)")
     group.add_argument("--max-nodes", type=positive_int, default=d.max_nodes,
                        help=f"leaves (branch copies counted) after which only leaves are drawn; default {d.max_nodes}")
     group.add_argument("--max-depth", type=positive_int, default=d.max_depth,
@@ -429,8 +436,10 @@ class Search(Command):
         parser.add_argument("--seconds", type=_positive_float, help="time budget per candidate; slower ones fail with reason timeout (default 10)")
         parser.add_argument("--batch-size", type=positive_int, help="(default 256)")
         parser.add_argument("--lr", type=_positive_float, help="(default 0.04)")
-        parser.add_argument("--max-params", type=positive_int, help="largest candidate, parameters (default 1,000,000)")
-        parser.add_argument("--max-activations", type=positive_int, help="largest candidate, activation elements per sample (default 250,000)")
+        parser.add_argument("--max-params", type=positive_int,
+                            help=f"largest candidate, parameters (default {DEFAULT_MAX_PARAMS:,}, raised to fit --init seeds)")
+        parser.add_argument("--max-activations", type=positive_int,
+                            help=f"largest candidate, activation elements per sample (default {DEFAULT_MAX_ACTIVATIONS:,})")
         parser.add_argument("--final-epochs", type=positive_int, help="epochs of the final retrain of the best (default 4 x --epochs)")
         parser.add_argument("--no-final", action="store_true", help="skip the final retrain and ONNX export (e.g. extra workers)")
         _add_study_options(parser, creating=True)
@@ -578,8 +587,8 @@ class BenchBuild(Command):
                             help="records file (JSON Lines); an existing records file is continued, any other file refused")
         parser.add_argument("--epochs", type=positive_int, help="training epochs (default: the search budget, 8)")
         parser.add_argument("--seconds", type=float, default=60.0, help="time budget per record (default 60)")
-        parser.add_argument("--max-params", type=positive_int, default=1_000_000,
-                            help="largest architecture, parameters (default 1,000,000, as in search)")
+        parser.add_argument("--max-params", type=positive_int, default=DEFAULT_MAX_PARAMS,
+                            help=f"largest architecture, parameters (default {DEFAULT_MAX_PARAMS:,}, as in search)")
         parser.add_argument("--max-activations", type=positive_int, default=1_000_000,
                             help="largest architecture, activation elements per sample (default 1,000,000)")
         parser.add_argument("--mutate", type=float, default=0.3, help="share of mutations of good records (0.3)")

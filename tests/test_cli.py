@@ -121,3 +121,17 @@ def test_readme_activates_the_environment_before_bare_commands():
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = [m for m in re.finditer(r"```bash\n(.*?)```", text, re.S) if re.search(r"^einnas ", m.group(1), re.M)]
     assert blocks and "source .venv/bin/activate" in text[:blocks[0].start(1) + blocks[0].group(1).index("einnas ")]
+
+
+def test_the_same_limits_have_the_same_defaults_in_every_command():
+    from einnas.cli import DEFAULT_MAX_ACTIVATIONS, DEFAULT_MAX_PARAMS
+    from einnas.search import run
+
+    assert (DEFAULT_MAX_PARAMS, DEFAULT_MAX_ACTIVATIONS) == (run.DEFAULT_MAX_PARAMS, run.DEFAULT_MAX_ACTIVATIONS)
+    parser = build_parser()
+    sample = parser.parse_args(["sample"])
+    bench = parser.parse_args(["bench", "build", "--dataset", "digits", "--n", "1", "-o", "r.jsonl"])
+    assert sample.max_params == bench.max_params == DEFAULT_MAX_PARAMS
+    assert sample.max_activations == DEFAULT_MAX_ACTIVATIONS
+    helps = {a.dest: a.help for a in parser._subparsers._group_actions[0].choices["search"]._actions}
+    assert f"{DEFAULT_MAX_PARAMS:,}" in helps["max_params"]
