@@ -653,6 +653,7 @@ class SurrogateFit(Command):
 
         if not 0 <= args.holdout < 1:
             raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
+        _check_records_inputs(args.records, "RECORDS")
         _check_predictor_out(args.out, args.force)  # before the minutes of fitting
         log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
         records = load_records(args.records, label_key=args.label_key, log=log)
@@ -688,6 +689,28 @@ def _is_records_file(path) -> bool:
         return not first.strip() or isinstance(json.loads(first), dict)
     except (OSError, ValueError):
         return False
+
+
+def _check_records_inputs(paths, flag: str) -> None:
+    """One line, before any work, for a --records input that is not records: a missing
+    path, an ONNX or other binary file where a JSON Lines file belongs."""
+    from pathlib import Path
+
+    for path in map(Path, paths):
+        if path.is_dir():
+            continue  # an ONNX folder: read by the records reader, with its own messages
+        if not path.is_file():
+            raise UsageError(f"{flag} {path}: no such file or folder")
+        try:
+            with open(path, "rb") as file:
+                first = file.readline(1 << 20)
+            entry = json.loads(first.decode("utf-8")) if first.strip() else {}
+        except (OSError, UnicodeDecodeError, ValueError):
+            entry = None
+        if not isinstance(entry, dict):
+            hint = " (for ONNX files give their folder)" if path.suffix.lower() == ".onnx" else ""
+            raise UsageError(f"{flag} {path}: not a JSON Lines records file; expected the output of "
+                             f"'einnas bench build' or a folder of ONNX files{hint}")
 
 
 def _check_predictor_out(out: str, force: bool) -> None:
@@ -752,6 +775,8 @@ class SurrogateEval(Command):
         from einnas.surrogate.predictor import evaluate_records, load_records
         from einnas.surrogate.score import load_predictor
 
+        if args.records:
+            _check_records_inputs(args.records, "--records")
         predictor = load_predictor(args.predictor)
         log = None if args.quiet else (lambda line: print(f"einnas surrogate eval: {line}", file=sys.stderr, flush=True))
         records = load_records(args.records or _fitted_records(predictor, args.predictor),

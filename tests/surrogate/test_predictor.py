@@ -189,3 +189,19 @@ def test_cli_fit_and_eval_on_records(tmp_path, capsys, monkeypatch):
     assert main(["surrogate", "eval", str(out), "-q"]) == 2
     err = capsys.readouterr().err
     assert "give --records" in err and err.count("\n") == 1
+
+
+def test_records_that_are_not_records_are_one_line_before_any_work(tmp_path, capsys):
+    from einnas.cli import main
+
+    binary = tmp_path / "random.onnx"
+    binary.write_bytes(bytes(range(256)) * 8)
+    text = tmp_path / "notes.txt"
+    text.write_text("just some text\n")
+    for argv in (["surrogate", "eval", "--records", str(binary)], ["surrogate", "fit", str(binary), "-o", str(tmp_path / "p")],
+                 ["surrogate", "fit", str(text), "-o", str(tmp_path / "p")],
+                 ["surrogate", "eval", "--records", str(tmp_path / "missing.jsonl")]):
+        assert main([*argv, "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "p").exists()
