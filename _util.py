@@ -21,22 +21,20 @@ def umask() -> int:
     return mask
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    Readers never see a half-written file. The result gets the mode an ordinary
-    ``open(path, "w")`` would give (``0o666 & ~umask``): ``mkstemp`` creates 0600, which
-    other users of a shared folder could not read. Raises ``OSError`` as ``open`` does;
-    callers turn it into their own error type.
-    """
-    if isinstance(data, str):
-        data = data.encode()
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike):
+    """A binary handle whose contents appear at ``path`` only when the block ends without
+    an error (temporary file in the same folder, fsync, rename). Readers never see a
+    half-written file. The result gets the mode an ordinary ``open(path, "w")`` would give
+    (``0o666 & ~umask``): ``mkstemp`` creates 0600, which other users of a shared folder
+    could not read. Raises ``OSError`` as ``open`` does; callers turn it into their own
+    error type."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            yield file
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temp, 0o666 & ~umask())
@@ -45,6 +43,12 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; see :func:`atomic_file`."""
+    with atomic_file(path) as file:
+        file.write(data.encode() if isinstance(data, str) else data)
 
 
 def package_version(name: str = "einnas", default: str = "0") -> str:

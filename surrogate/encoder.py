@@ -228,15 +228,10 @@ class VectorStore:
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from einnas._util import atomic_file
+
+    with atomic_file(path) as handle:
+        write(handle)
 
 
 # --- the model runtimes ---------------------------------------------------------------------------
