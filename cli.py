@@ -12,6 +12,7 @@ import json
 import sys
 from typing import ClassVar, Sequence
 
+from einnas import _checks
 from einnas.errors import EinnasError, UsageError
 
 
@@ -100,72 +101,6 @@ def emit(rows: list[dict], fmt: str, columns: Sequence[str]) -> None:
     print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
     for row in cells:
         print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
-
-
-def check_output_file(path: str, flag: str, *, force: bool, kind: str, is_kind) -> None:
-    """Refuse, before any work, an output path that cannot be written or would destroy a file.
-
-    The rule for every command: a missing file is written; an existing file of the same
-    ``kind`` (``is_kind(path)``) is replaced only with ``--force``; anything else (a folder,
-    a file of another kind, a folder that cannot be written) is never touched.
-    """
-    import os
-    from pathlib import Path
-
-    if not path or not path.strip():
-        raise UsageError(f"{flag} {path!r}: expected a file name")
-    target = Path(path)
-    if target.is_dir() or path.endswith(os.sep):
-        raise UsageError(f"{flag} {path}: is a folder; give a file name")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"{flag} {path}: folder {str(folder)!r} does not exist")
-    if target.exists():
-        if not is_kind(target):
-            raise UsageError(f"{flag} {path}: exists and is not {kind}; einnas does not replace it "
-                             "(choose another name or remove it yourself)")
-        if not force:
-            raise UsageError(f"{flag} {path}: exists; give --force to replace it")
-    _check_writable_folder(folder, flag, path)
-
-
-def check_output_folder(path: str, flag: str) -> None:
-    """A folder einnas writes its own files into (a run folder): created if missing, and
-    probed for writing before any work."""
-    from pathlib import Path
-
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{flag} {path}: is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"{flag} {path}: cannot create the folder ({error.strerror or error})") from None
-    _check_writable_folder(folder, flag, path)
-
-
-def _check_writable_folder(folder, flag: str, path: str) -> None:
-    """Probe that ``folder`` takes new files (permissions, read-only or pseudo file systems)."""
-    import tempfile
-
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise UsageError(f"{flag} {path}: cannot write in {str(folder)!r} ({error.strerror or error})") from None
-
-
-def _is_onnx_file(path) -> bool:
-    """An ONNX model: a ModelProto with an IR version and a graph (read without external data)."""
-    try:
-        import onnx
-
-        if path.stat().st_size > 2**31:
-            return False
-        model = onnx.load(str(path), load_external_data=False)
-        return model.ir_version > 0 and model.HasField("graph")
-    except Exception:  # noqa: BLE001 - anything that does not parse is not an ONNX file
-        return False
 
 
 class Command:
@@ -277,7 +212,8 @@ class Export(Command):
         from einnas.grammar import resolve_arch
         from einnas.grammar.export import export_onnx
 
-        check_output_file(args.output, "-o", force=args.force, kind="an ONNX file", is_kind=_is_onnx_file)
+        _checks.check_output_file(args.output, "-o", force=args.force, kind="an ONNX file",
+                                  is_kind=_checks.is_onnx_file)
         arch = resolve_arch(args.arch, load_grammar_from(args))
         model = export_onnx(arch, parse_shape(args.input_shape), args.classes, args.output, exporter=args.exporter)
         print(f"wrote {args.output}: archid {arch.archid}, {len(model.graph.node)} nodes, {model.ByteSize()} bytes")
@@ -463,7 +399,7 @@ class Search(Command):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if args.out:  # a run folder that cannot take the results is found before any training
-            check_output_folder(args.out, "--out")
+            _checks.check_output_folder(args.out, "--out")
         given = dict(
             dataset=args.dataset, trials=args.trials, timeout=args.timeout, seed=args.seed, strategy=args.strategy,
             init=args.init, population=args.population, tournament=args.tournament, epochs=args.epochs,
@@ -476,7 +412,7 @@ class Search(Command):
         )
         runner = Runner(SearchConfig(**{k: v for k, v in given.items() if v is not None}))
         if not args.out:
-            check_output_folder(str(runner.out_dir), "--out")
+            _checks.check_output_folder(str(runner.out_dir), "--out")
         if not args.quiet:
             s = runner.settings
             print(f"study {runner.study_name} in {runner.storage_shown}", file=sys.stderr)
@@ -601,7 +537,8 @@ class BenchBuild(Command):
     def run(self, args):
         from einnas.surrogate.bench import BenchConfig, build
 
-        check_output_file(args.out, "--out", force=True, kind="a JSON Lines records file", is_kind=_is_records_file)
+        _checks.check_output_file(args.out, "--out", force=True, kind="a JSON Lines records file",
+                                  is_kind=_checks.is_records_file)
         if args.seconds is not None and not args.seconds > 0:
             raise UsageError(f"--seconds {args.seconds}: must be positive")
         config = BenchConfig(
@@ -653,8 +590,8 @@ class SurrogateFit(Command):
 
         if not 0 <= args.holdout < 1:
             raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
-        _check_records_inputs(args.records, "RECORDS")
-        _check_predictor_out(args.out, args.force)  # before the minutes of fitting
+        _checks.check_records_inputs(args.records, "RECORDS")
+        _checks.check_predictor_out(args.out, args.force)  # before the minutes of fitting
         log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
         records = load_records(args.records, label_key=args.label_key, log=log)
         folder = args.cache or cache_dir()
@@ -681,77 +618,6 @@ class SurrogateFit(Command):
         return 0
 
 
-def _is_records_file(path) -> bool:
-    """A JSON Lines records file: empty, or its first line a JSON object."""
-    try:
-        with open(path, "rb") as file:
-            first = file.readline(1 << 20)
-        return not first.strip() or isinstance(json.loads(first), dict)
-    except (OSError, ValueError):
-        return False
-
-
-def _check_records_inputs(paths, flag: str) -> None:
-    """One line, before any work, for a --records input that is not records: a missing
-    path, an ONNX or other binary file where a JSON Lines file belongs."""
-    from pathlib import Path
-
-    for path in map(Path, paths):
-        if path.is_dir():
-            continue  # an ONNX folder: read by the records reader, with its own messages
-        if not path.is_file():
-            raise UsageError(f"{flag} {path}: no such file or folder")
-        try:
-            with open(path, "rb") as file:
-                first = file.readline(1 << 20)
-            entry = json.loads(first.decode("utf-8")) if first.strip() else {}
-        except (OSError, UnicodeDecodeError, ValueError):
-            entry = None
-        if not isinstance(entry, dict):
-            hint = " (for ONNX files give their folder)" if path.suffix.lower() == ".onnx" else ""
-            raise UsageError(f"{flag} {path}: not a JSON Lines records file; expected the output of "
-                             f"'einnas bench build' or a folder of ONNX files{hint}")
-
-
-def _check_predictor_out(out: str, force: bool) -> None:
-    from pathlib import Path
-
-    folder = Path(out)
-    if not out.strip():
-        raise UsageError(f"-o {out!r}: expected a folder name")
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"-o {out}: is a file; a predictor is a folder (give a new folder name)")
-    if folder.is_dir() and any(folder.iterdir()):
-        if not (folder / "meta.json").is_file():
-            raise UsageError(f"-o {out}: folder is not empty and holds no predictor; einnas does not write into it")
-        if not force:
-            raise UsageError(f"-o {out}: holds a predictor; give --force to replace it")
-    parent = folder.parent if str(folder.parent) else Path(".")
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    _check_writable_folder(parent, "-o", out)
-
-
-def _fitted_records(predictor, source: str) -> list[str]:
-    """The records a predictor was fitted on, found again from its meta.json (for ``surrogate eval DIR``)."""
-    from pathlib import Path
-
-    from einnas.surrogate.score import PRETRAINED
-
-    folder = PRETRAINED if source in (None, "default") else Path(source)
-    found = [folder / rel for rel in predictor.meta.get("records_paths") or []]
-    found = [str(p) for p in found if p.exists()]
-    if not found:  # older predictors name the files only: look beside the predictor and here
-        names = [f.get("file") for f in (predictor.meta.get("provenance") or {}).get("record_files", [])]
-        places = [Path("."), folder.parent, Path(__file__).parent / "benchmarks" / "data"]
-        found = [next((str(place / name) for place in places if (place / name).is_file()), None) for name in names]
-        found = [] if None in found else found  # all of them, or say what is missing
-    if not found:
-        raise UsageError(f"{source}: the records it was fitted on are not found; give --records FILE ... "
-                         "(the JSON Lines files or ONNX folders of 'surrogate fit')")
-    return found
-
-
 class SurrogateEval(Command):
     name = "surrogate eval"
     help = "Kendall tau and Spearman rho of a predictor on the held-out split of records"
@@ -776,10 +642,10 @@ class SurrogateEval(Command):
         from einnas.surrogate.score import load_predictor
 
         if args.records:
-            _check_records_inputs(args.records, "--records")
+            _checks.check_records_inputs(args.records, "--records")
         predictor = load_predictor(args.predictor)
         log = None if args.quiet else (lambda line: print(f"einnas surrogate eval: {line}", file=sys.stderr, flush=True))
-        records = load_records(args.records or _fitted_records(predictor, args.predictor),
+        records = load_records(args.records or _checks.fitted_records(predictor, args.predictor),
                                label_key=args.label_key, log=log)
         folder = args.cache or cache_dir()
         runtime = (predictor.meta.get("encoder") or {}).get("runtime", "onnx")
