@@ -12,6 +12,7 @@ import json
 import sys
 from typing import ClassVar, Sequence
 
+from einnas import _checks
 from einnas.errors import EinnasError, UsageError
 
 
@@ -36,6 +37,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def add_grammar_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grammar", metavar="FILE_OR_NAME",
                         help="grammar file, or a built-in space: einspace (default), einspace_extra, cnn, resnet, "
@@ -46,12 +57,19 @@ def add_grammar_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: The size limits of a candidate, the same in every command that samples (``search`` raises
+#: them to fit its --init seeds). Equal to einnas.search.run's defaults (a test checks it);
+#: repeated here because importing the search package would make ``einnas --help`` slow.
+DEFAULT_MAX_PARAMS, DEFAULT_MAX_ACTIVATIONS = 1_000_000, 250_000
+
+
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
     from einnas.grammar.sampler import Limits
 
-    d = Limits()
+    d = Limits(max_params=DEFAULT_MAX_PARAMS, max_activations=DEFAULT_MAX_ACTIVATIONS)
     group = parser.add_argument_group("sampling limits")
-    group.add_argument("--max-params", type=positive_int, default=d.max_params, help=f"default {d.max_params:,}")
+    group.add_argument("--max-params", type=positive_int, default=d.max_params,
+                       help=f"largest architecture, parameters; default {d.max_params:,} (as in search)")
     group.add_argument("--max-nodes", type=positive_int, default=d.max_nodes,
                        help=f"leaves (branch copies counted) after which only leaves are drawn; default {d.max_nodes}")
     group.add_argument("--max-depth", type=positive_int, default=d.max_depth,
@@ -78,10 +96,13 @@ def emit(rows: list[dict], fmt: str, columns: Sequence[str]) -> None:
     if fmt == "json":
         print(json.dumps(rows, indent=2))
         return
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    from einnas._util import format_cell
+
+    cells = [{c: format_cell(r.get(c)) for c in columns} for r in rows]
+    widths = {c: max([len(c)] + [len(r[c]) for r in cells]) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+    for row in cells:
+        print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
 
 
 class Command:
@@ -186,7 +207,10 @@ class Export(Command):
 
     def add_arguments(self, parser):
         parser.add_argument("arch", metavar="ARCH", help="architecture string, @file, or seed name")
-        parser.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write")
+        parser.add_argument("-o", "--out", "--output", dest="output", required=True, metavar="FILE",
+                            help="ONNX file to write (an existing ONNX file is replaced only with --force)")
+        parser.add_argument("--force", action="store_true",
+                            help="replace an existing ONNX file at --out (never a file of another kind)")
         parser.add_argument("--input-shape", default="3,32,32", help="C,H,W (image) or S,D (tokens); default 3,32,32")
         parser.add_argument("--classes", type=positive_int, default=10)
         parser.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
@@ -197,6 +221,8 @@ class Export(Command):
         from einnas.grammar import resolve_arch
         from einnas.grammar.export import export_onnx
 
+        _checks.check_output_file(args.output, "-o", force=args.force, kind="an ONNX file",
+                                  is_kind=_checks.is_onnx_file)
         shape = parse_shape(args.input_shape)
         arch = resolve_arch(args.arch, load_grammar_from(args), shape, args.classes)  # seeds fit the input
         model = export_onnx(arch, shape, args.classes, args.output, exporter=args.exporter)
@@ -266,7 +292,6 @@ class Train(Command):
         parser.add_argument("--lr", type=_positive_float, default=0.04)
         parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
         parser.add_argument("--final", action="store_true", help="train on train+valid, report test accuracy only")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
@@ -290,7 +315,7 @@ class Train(Command):
         )
 
         def progress(stats):
-            bar.set_postfix(loss=f"{stats.train_loss:.3f}", **({} if stats.val_acc is None else {"val": f"{stats.val_acc:.4f}"}))
+            bar.set_postfix(loss=f"{stats.train_loss:.3f}", **({} if stats.val_acc is None else {"val": _pct(stats.val_acc)}))
             bar.update(1)
 
         try:
@@ -306,7 +331,7 @@ class Train(Command):
             print(json.dumps(data, indent=2))
         else:
             status = "ok" if result.ok else f"failed: {result.reason}: {result.detail}"
-            pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+            pct = _pct
             rows = [
                 ("arch", arch.archid + (f" ({args.arch.strip()})" if len(args.arch) <= 40 else "")),
                 ("dataset", dataset.describe()),
@@ -339,7 +364,9 @@ def _add_study_options(parser, creating: bool = False) -> None:
 
 
 def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+    from einnas._util import format_accuracy
+
+    return format_accuracy(value)
 
 
 class Search(Command):
@@ -350,7 +377,8 @@ class Search(Command):
         parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, addnist5k, or a folder / .npz")
         parser.add_argument("--trials", type=positive_int, metavar="N", help="evaluated candidates in the study, all workers together")
         parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=nonnegative_int, default=0,
+                            help="search seed: the same command and seed evaluate the same architectures (default 0)")
         parser.add_argument("--strategy", choices=["re", "random"], default="re", help="regularised evolution (default) or random sampling")
         parser.add_argument("--init", metavar="SEEDS", help="RE's initial population: random (default), mix, or seed names / @files, e.g. resnet18,vit")
         parser.add_argument("--view", choices=["auto", "image", "tokens"], default="auto", help="sequences (S, D) as tokens or as Dx1xS images (default auto: image for signals of at most 4 channels, such as mnist1d)")
@@ -360,12 +388,14 @@ class Search(Command):
         parser.add_argument("--seconds", type=_positive_float, help="time budget per candidate; slower ones fail with reason timeout (default 10)")
         parser.add_argument("--batch-size", type=positive_int, help="(default 256)")
         parser.add_argument("--lr", type=_positive_float, help="(default 0.04)")
-        parser.add_argument("--max-params", type=positive_int, help="largest candidate, parameters (default 1,000,000)")
-        parser.add_argument("--max-activations", type=positive_int, help="largest candidate, activation elements per sample (default 250,000)")
+        parser.add_argument("--max-params", type=positive_int,
+                            help=f"largest candidate, parameters (default {DEFAULT_MAX_PARAMS:,}, raised to fit --init seeds)")
+        parser.add_argument("--max-activations", type=positive_int,
+                            help=f"largest candidate, activation elements per sample (default {DEFAULT_MAX_ACTIVATIONS:,})")
         parser.add_argument("--final-epochs", type=positive_int, help="epochs of the final retrain of the best (default 4 x --epochs)")
         parser.add_argument("--no-final", action="store_true", help="skip the final retrain and ONNX export (e.g. extra workers)")
         _add_study_options(parser, creating=True)
-        parser.add_argument("--out", metavar="DIR", help="run folder for the study, ONNX, report and plot (default: runs/NAME)")
+        parser.add_argument("-o", "--out", metavar="DIR", help="run folder for the study, ONNX, report and plot (default: runs/NAME)")
         parser.add_argument("--surrogate", default="none", metavar="default|PATH|none", help="surrogate-assisted proposals (default none)")
         parser.add_argument("--evaluator", choices=["train", "surrogate"], default="train", help="score by training (default) or by the predictor")
         parser.add_argument("--candidates", type=positive_int, metavar="N", help="with --surrogate: proposals ranked per trained candidate (default 16)")
@@ -373,7 +403,6 @@ class Search(Command):
         parser.add_argument("--refit-every", type=int, default=0, metavar="K", help="with --surrogate: refit a predictor on the study's trained trials every K of them and blend it in (default 0: never)")
         parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
         parser.add_argument("--threads", type=positive_int, help="torch CPU threads while training (default 1: run a worker per core)")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
@@ -385,6 +414,8 @@ class Search(Command):
         from einnas.search.progress import SearchProgress
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if args.out:  # a run folder that cannot take the results is found before any training
+            _checks.check_output_folder(args.out, "--out")
         given = dict(
             dataset=args.dataset, trials=args.trials, timeout=args.timeout, seed=args.seed, strategy=args.strategy,
             init=args.init, population=args.population, tournament=args.tournament, epochs=args.epochs,
@@ -396,6 +427,8 @@ class Search(Command):
             final=not args.no_final, view=args.view,
         )
         runner = Runner(SearchConfig(**{k: v for k, v in given.items() if v is not None}))
+        if not args.out:
+            _checks.check_output_folder(str(runner.out_dir), "--out")
         if not args.quiet:
             s = runner.settings
             print(f"study {runner.study_name} in {runner.storage_shown}", file=sys.stderr)
@@ -414,13 +447,16 @@ class Search(Command):
         t = report["trials"]
         print(f"study {outcome.study_name}: {t['counted']} trials evaluated ({t['completed']} scored, {t['failed']} failed), "
               f"this worker {outcome.stats.evaluated} in {outcome.stats.seconds:.1f} s")
-        rows = [dict(row, val_acc=_pct(row["val_acc"])) for row in report["top"]]
+        # with --evaluator surrogate the scores are predictions: say so in every label
+        score = "predicted" if report["settings"].get("evaluator") == "predicted" else "val_acc"
+        rows = [dict(row, **{score: _pct(row["val_acc"])}) for row in report["top"]]
         if rows:
-            emit(rows, "table", ["rank", "trial", "val_acc", "params", "archid", "origin"])
+            emit(rows, "table", ["rank", "trial", score, "params", "archid", "origin"])
         best, final = report["best"], report["final"]
         if best:
             arch = best["arch"] if len(best["arch"]) <= 400 else best["arch"][:400] + " ... (einnas best --arch-only)"
-            print(f"best: trial {best['trial']} {best['archid']} val {_pct(best['val_acc'])}: {arch}")
+            print(f"best: trial {best['trial']} {best['archid']} {'predicted' if score == 'predicted' else 'val'} "
+                  f"{_pct(best['val_acc'])}: {arch}")
         if final:
             print(f"final: test {_pct(final['test_acc'])} after {final['epochs']} epochs on train+valid" if final["ok"]
                   else f"final: retrain failed: {final['reason']}: {final['detail']}")
@@ -435,7 +471,8 @@ class Trials(Command):
 
     def add_arguments(self, parser):
         _add_study_options(parser)
-        parser.add_argument("--sort", choices=["number", "value"], default="number")
+        parser.add_argument("--sort", choices=["number", "value"], default="number",
+                            help="row order: trial number (default) or value, best first")
         parser.add_argument("--limit", type=positive_int, metavar="K", help="show only K rows")
         parser.add_argument("--arch", action="store_true", help="add the architecture string column")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
@@ -480,8 +517,9 @@ class Best(Command):
         elif args.format == "json":
             print(json.dumps([r.as_dict() for r in top], indent=2))
         else:
+            predicted = (study.user_attrs.get("einnas") or {}).get("evaluator") == "predicted"
             for rank, r in enumerate(top, 1):
-                print(f"{rank}. trial {r.number}  val {_pct(r.value)}  params {r.params}  archid {r.archid}  "
+                print(f"{rank}. trial {r.number}  {'predicted' if predicted else 'val'} {_pct(r.value)}  params {r.params}  archid {r.archid}  "
                       f"origin {r.origin}\n   {r.arch}")
         return 0
 
@@ -498,7 +536,7 @@ class BenchBuild(Command):
         parser.add_argument("--trials", "--n", type=positive_int, metavar="N",
                             help="trained records in the study, all workers together (running again continues to N)")
         parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
-        parser.add_argument("--seed", type=int, default=0, help="study seed; trial n's proposal derives from (seed, n)")
+        parser.add_argument("--seed", type=nonnegative_int, default=0, help="study seed; trial n's proposal derives from (seed, n)")
         parser.add_argument("--storage", metavar="FILE_OR_URL",
                             help="journal file, sqlite:///FILE or database URL (default: runs/NAME/study.journal)")
         parser.add_argument("--study-name", metavar="NAME", help="(default: DATASET[-GRAMMAR]-bench-sSEED)")
@@ -507,14 +545,15 @@ class BenchBuild(Command):
         parser.add_argument("--seconds", type=_positive_float, default=60.0, help="time budget per trial (default 60)")
         parser.add_argument("--batch-size", type=positive_int, default=256, help="(default 256)")
         parser.add_argument("--lr", type=_positive_float, default=0.04, help="(default 0.04)")
-        parser.add_argument("--max-params", type=positive_int, default=1_000_000)
-        parser.add_argument("--max-activations", type=positive_int, default=1_000_000)
+        parser.add_argument("--max-params", type=positive_int, default=DEFAULT_MAX_PARAMS,
+                            help=f"largest architecture, parameters (default {DEFAULT_MAX_PARAMS:,}, as in search)")
+        parser.add_argument("--max-activations", type=positive_int, default=1_000_000,
+                            help="largest architecture, activation elements per sample (default 1,000,000)")
         parser.add_argument("--mutate", type=float, default=0.3, help="share of mutations of good trials (default 0.3)")
         parser.add_argument("--top", type=float, default=0.1, help="parents come from this top share (default 0.1)")
         parser.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
         parser.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPUs/workers)")
         parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no line per trial on stderr")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
@@ -593,7 +632,9 @@ class SurrogateFit(Command):
                                  "'einnas bench build' or 'einnas search', JSON Lines files, or folders of ONNX "
                                  "files with the accuracy in metadata_props (ONNX-Bench style)")
         _add_records_options(parser)
-        parser.add_argument("-o", "--out", required=True, metavar="DIR", help="predictor folder to write")
+        parser.add_argument("-o", "--out", required=True, metavar="DIR",
+                            help="predictor folder to write (an existing predictor is replaced only with --force)")
+        parser.add_argument("--force", action="store_true", help="replace the predictor already in --out")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--holdout", type=float, default=0.2,
                             help="share of architectures held out for the report, never fitted (default 0.2)")
@@ -602,23 +643,29 @@ class SurrogateFit(Command):
         parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="text encoder runtime")
         parser.add_argument("--label-key", metavar="KEY", help="metadata_props key of the accuracy in ONNX folders")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
         from einnas.surrogate.encoder import TextEncoder, cache_dir
         from einnas.surrogate.features import DescriptionCache
+        import os
+
         from einnas.surrogate.predictor import FitConfig, featurize, fit, provenance, save_atomic
 
         if not 0 <= args.holdout < 1:
             raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
+        _checks.check_records_inputs(args.records, "RECORDS")
+        _checks.check_predictor_out(args.out, args.force)  # before the minutes of fitting
         log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
         records = _load_records(args, log)
         folder = args.cache or cache_dir()
         encoder = None if args.no_text else TextEncoder(runtime=args.runtime, store=folder)
         data = featurize(records, encoder, DescriptionCache(folder), holdout=args.holdout, log=log)
         meta = {"encoder": encoder.spec if encoder else None, "holdout": args.holdout,
-                "provenance": provenance(args.seed, [r for r in args.records if "://" not in r], argv=args.argv)}
+                "provenance": provenance(args.seed, [r for r in args.records if "://" not in r], argv=args.argv),
+                # where the records were, relative to the predictor: `surrogate eval DIR` finds them
+                "records_paths": [r if "://" in r else os.path.relpath(os.path.abspath(r), os.path.abspath(args.out))
+                                  for r in args.records]}
         predictor = fit(data, FitConfig(use_text=not args.no_text, members=args.members, seed=args.seed),
                         meta=meta, log=log)
         save_atomic(predictor, args.out)
@@ -643,15 +690,15 @@ class SurrogateEval(Command):
     def add_arguments(self, parser):
         parser.add_argument("predictor", nargs="?", default="default", metavar="DIR",
                             help="predictor folder (default: the shipped one)")
-        parser.add_argument("--records", nargs="+", required=True, metavar="RECORDS",
-                            help="studies, JSON Lines files or ONNX folders, as for 'surrogate fit'")
+        parser.add_argument("--records", nargs="+", metavar="RECORDS",
+                            help="studies, JSON Lines files or ONNX folders, as for 'surrogate fit' "
+                                 "(default: the records the predictor was fitted on, where they still are)")
         _add_records_options(parser)
         parser.add_argument("--split", choices=["test", "all"], default="test",
                             help="test: the held-out architectures only (default); all: every record "
                                  "(fair only for datasets the predictor was not fitted on)")
         parser.add_argument("--label-key", metavar="KEY")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
-        parser.add_argument("-q", "--quiet", action="store_true")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
@@ -660,8 +707,12 @@ class SurrogateEval(Command):
         from einnas.surrogate.predictor import evaluate_records
         from einnas.surrogate.score import load_predictor
 
+        if args.records:
+            _checks.check_records_inputs(args.records, "--records")
         predictor = load_predictor(args.predictor)
         log = None if args.quiet else (lambda line: print(f"einnas surrogate eval: {line}", file=sys.stderr, flush=True))
+        if not args.records:
+            args.records = _checks.fitted_records(predictor, args.predictor)
         records = _load_records(args, log)
         folder = args.cache or cache_dir()
         runtime = (predictor.meta.get("encoder") or {}).get("runtime", "onnx")
@@ -699,7 +750,7 @@ class Score(Command):
         if args.format == "json":
             print(json.dumps([r.as_dict() for r in results], indent=2))
         else:
-            rows = [{"file": r.name, "predicted": f"{r.mean:.4f}", "std": f"±{r.std:.4f}",
+            rows = [{"file": r.name, "predicted": _pct(r.mean), "std": f"± {100 * r.std:.1f}",
                      "params": f"{r.params:,}", "note": r.note} for r in results if r.error is None]
             if rows:
                 emit(rows, "table", ["file", "predicted", "std", "params", "note"])
@@ -716,50 +767,113 @@ def _commands() -> list[Command]:
     return [cls() for cls in walk(Command)]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and a pointer to ``--help``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+#: Help for options that are the same in every command (filled in where a command gave none).
+_COMMON_HELP = {
+    "--format": "output: table (default) or json; json gives raw numbers (fractions, not percentages)",
+    "--seed": "random seed (default 0)",
+    "--classes": "number of classes of the network's output (default 10)",
+    "--batch-size": "training batch size (default 256)",
+    "--lr": "peak learning rate of the cosine schedule (default 0.04)",
+    "--label-key": "metadata_props key of the accuracy in ONNX folders (default: the usual names)",
+    "--max-chars": "cut the text to this many characters (marked)",
+}
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """-v/-q, accepted before or after the subcommand (SUPPRESS: a subcommand's default never
+    overrides what was given before it)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors (the exit status stays the same)")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or log lines on stderr")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="einnas",
+    from einnas._util import package_version
+
+    common = _global_options()
+    parser = _Parser(
+        prog="einnas", parents=[common],
         description="Neural architecture search over a grammar-defined space (einspace), "
         "with an ONNX-text surrogate predictor and Optuna-driven search.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of user errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"einnas {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for command in _commands():
         words = command.name.split()
         target = sub
         if len(words) == 2:
             if words[0] not in groups:
-                group = sub.add_parser(words[0], help=f"{words[0]} commands")
-                groups[words[0]] = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+                group = sub.add_parser(words[0], help=f"{words[0]} commands", parents=[common])
+                groups[words[0]] = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True,
+                                                        parser_class=_Parser)
             target = groups[words[0]]
-        p = target.add_parser(words[-1], help=command.help, description=command.help)
+        p = target.add_parser(words[-1], help=command.help, description=command.help, parents=[common])
         command.add_arguments(p)
+        for action in p._actions:
+            if action.help is None:
+                action.help = next((_COMMON_HELP[o] for o in action.option_strings if o in _COMMON_HELP), None)
         p.set_defaults(_command=command)
     return parser
 
 
+def _quiet_third_party() -> None:
+    """Keep other libraries' progress bars and advisories ("Loading weights") out of our output."""
+    import os
+
+    for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(key, value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded as provenance by some commands
+    args.verbose = getattr(args, "verbose", False)
+    args.quiet = getattr(args, "quiet", False)
     command = getattr(args, "_command", None)
     if command is None:
         parser.print_help()
         return 2
+    _quiet_third_party()
+    prog = f"einnas {command.name}"
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"{prog}: warning: {message}\n"
     try:
         return command.run(args)
     except EinnasError as error:
         if args.verbose:
-            raise
-        print(f"einnas {command.name}: error: {error}", file=sys.stderr)
+            import traceback
+
+            traceback.print_exc()
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"einnas {command.name}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `einnas sample | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
+    except PermissionError as error:  # a file or folder einnas must write but may not
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        where = f": {error.filename}" if error.filename else ""
+        print(f"{prog}: error: permission denied{where} ({error.strerror or error})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

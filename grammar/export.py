@@ -31,7 +31,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -159,22 +158,18 @@ def _quiet():
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` atomically (see :func:`einnas._util.write_atomic`),
+    with one-line :class:`UsageError` messages for a path that cannot be written."""
+    from einnas._util import write_atomic as _write
+
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"{target}: folder {str(folder)!r} does not exist")
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+        _write(target, data)
+    except OSError as error:
+        raise UsageError(f"{target}: cannot write ({error.strerror or error})") from None
 
 
 def compare_with_torch(module, model: "onnx.ModelProto", input_shape: Sequence[int],
@@ -214,9 +209,6 @@ def compare_with_torch(module, model: "onnx.ModelProto", input_shape: Sequence[i
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from einnas._util import package_version
 
-    try:
-        return version("einnas")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0"
+    return package_version()

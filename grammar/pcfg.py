@@ -35,7 +35,7 @@ _SPACE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 MAX_GRAMMAR_BYTES = 1_000_000
 _OP_LITERAL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\(([^()]*)\))?$")
 _RULE_START = re.compile(r"^\s*([?!]?)([a-z_][a-z_0-9]*)(\.-?\d+)?\s*:")
-_PROB = re.compile(r"//.*?\bp\s*=\s*([0-9.()+\-*/ ]+)")
+
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,25 @@ def _eval_prob(expr: str, where: str) -> float:
     return value
 
 
+_P_ANNOTATION = re.compile(r"//.*?\bp\s*=\s*(.*)$")
+_ARITHMETIC = re.compile(r"[0-9.()+\-*/ ]*")
+
+
+def _prob_text(comment: str, where: str) -> str | None:
+    """The text of a ``// p=...`` annotation, or None. A value that is not arithmetic
+    (``p=abc``, ``p=0.5x``) is an error, not a silently ignored comment."""
+    match = _P_ANNOTATION.search(comment)
+    if match is None:
+        return None
+    rest = match.group(1)
+    expr = _ARITHMETIC.match(rest).group(0)
+    tail = rest[len(expr):]
+    if not expr.strip() or (tail and expr == expr.rstrip()):
+        token = rest.split()[0] if rest.split() else ""
+        raise GrammarError(f"{where}: probability {token!r} after 'p=' is not a number or simple arithmetic")
+    return expr
+
+
 def _scan_annotations(text: str, path: str) -> dict[tuple[str, int], tuple[int, float | None]]:
     """Map (rule, alternative index) -> (line, probability or None) from the file text."""
     found: dict[tuple[str, int], tuple[int, float | None]] = {}
@@ -160,10 +179,10 @@ def _scan_annotations(text: str, path: str) -> dict[tuple[str, int], tuple[int, 
                 index += 1
             elif part.strip():
                 found.setdefault((rule, index), (lineno, None))
-        prob = _PROB.search(comment) if comment else None
-        if prob:
+        prob = _prob_text(comment, f"{path}:{lineno}") if comment else None
+        if prob is not None:
             found[(rule, index)] = (found.get((rule, index), (lineno, None))[0],
-                                    _eval_prob(prob.group(1), f"{path}:{lineno}"))
+                                    _eval_prob(prob, f"{path}:{lineno}"))
     return found
 
 

@@ -174,16 +174,39 @@ def register_op(
     allowed = (nargs,) if isinstance(nargs, int) else (tuple(nargs) if nargs is not None else None)
 
     def decorate(build: Builder) -> Builder:
+        source = _CURRENT_SOURCE[-1]
+        rule = shape or _same_state
+        if source != "einnas" and shape is not None:
+            rule = _guarded_rule(shape, name, source)
         REGISTRY.add(
             OpSpec(
-                name=name, build=build, kind=kind, shape=shape or _same_state, params=params,
+                name=name, build=build, kind=kind, shape=rule, params=params,
                 nargs=allowed, sampled=sampled, doc=doc or (build.__doc__ or "").strip().split("\n")[0],
-                source=_CURRENT_SOURCE[-1], width_args=tuple(width_args),
+                source=source, width_args=tuple(width_args),
             )
         )
         return build
 
     return decorate
+
+
+def _guarded_rule(rule: ShapeRule, name: str, source: str) -> ShapeRule:
+    """A plugin's shape rule that fails in one line naming the plugin and the op: raising,
+    or returning something other than a State, a tuple of States or a reason string."""
+
+    def guarded(state, args):
+        try:
+            out = rule(state, args)
+        except Exception as error:  # noqa: BLE001 - any bug in user code becomes one line
+            raise PluginError(f"plugin {source}: the shape rule of operation '{name}' raised "
+                              f"{type(error).__name__}: {error}") from None
+        if isinstance(out, (State, str)) or (isinstance(out, tuple) and out and all(isinstance(o, State) for o in out)):
+            return out
+        raise PluginError(f"plugin {source}: the shape rule of operation '{name}' returned "
+                          f"{type(out).__name__} {out!r:.60}; expected a State, a tuple of States or a reason string")
+
+    guarded.__wrapped__ = rule
+    return guarded
 
 
 def register_fusion(ops: tuple[str, ...], applies=None):

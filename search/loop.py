@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from einnas.errors import ArchitectureError
+from einnas.errors import ArchitectureError, PluginError
 from einnas.search.evaluators import Evaluation, Evaluator
 from einnas.search.records import (
     ARCH, ARCHID, CURVE, DETAIL, ORIGIN, PARAMS, PARENT, REASON, SCORED_BY, SECONDS, SURPLUS, WORKER,
@@ -38,6 +38,7 @@ from einnas.search.strategies import Proposal, Strategy
 
 MAX_PROPOSALS = 25  # proposals per trial before giving up on finding a new architecture
 NO_NEW_ARCH = "no_new_architecture"
+PLUGIN_ERROR = "plugin_error"  # a plugin op's shape rule or module failed (the message names it)
 
 
 def trial_rng(seed: int, number: int) -> random.Random:
@@ -123,11 +124,15 @@ def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval) -> 
                 trial.set_user_attr(REASON, SURPLUS)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
                 return None
-            proposal = _choose(study, trial, strategy, seed)
-            if proposal is None:
-                evaluation = Evaluation(False, reason=NO_NEW_ARCH, detail=f"{MAX_PROPOSALS} proposals were all taken")
-            else:
-                evaluation = evaluator.evaluate(proposal.arch, training_seed(seed, proposal.arch.archid))
+            try:
+                proposal = _choose(study, trial, strategy, seed)
+                if proposal is None:
+                    evaluation = Evaluation(False, reason=NO_NEW_ARCH,
+                                            detail=f"{MAX_PROPOSALS} proposals were all taken")
+                else:
+                    evaluation = evaluator.evaluate(proposal.arch, training_seed(seed, proposal.arch.archid))
+            except PluginError as error:  # a plugin's op failing: this trial fails, the search goes on
+                evaluation = Evaluation(False, reason=PLUGIN_ERROR, detail=str(error)[:300])
             frozen = _tell(study, trial, evaluator, evaluation)
     except BaseException:
         # Interrupted or an einnas bug: give the slot and the architecture back.

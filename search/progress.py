@@ -11,7 +11,9 @@ from einnas.search.records import StudyView, TrialRecord
 
 
 def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+    from einnas._util import format_accuracy
+
+    return format_accuracy(value)
 
 
 class SearchProgress:

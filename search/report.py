@@ -82,16 +82,26 @@ def retrain_best(
     return result
 
 
-def plot_history(view: StudyView, path: Path, title: str = "") -> None:
-    """Write a PNG: each trial's score by number (failures at the bottom) and the best so far."""
-    import io
+def plot_history(view: StudyView, path: Path, title: str = "") -> bool:
+    """Write a PNG: each trial's score by number (failures at the bottom) and the best so far.
 
+    Returns False (with a warning) when matplotlib, an optional extra, is not installed:
+    a finished search still writes its study, ONNX file and report.
+    """
+    import importlib.util
+    import io
+    import warnings
+
+    if importlib.util.find_spec("matplotlib") is None:
+        warnings.warn("no history.png: the plot needs matplotlib (pip install 'einnas[plot]')", RuntimeWarning,
+                      stacklevel=2)
+        return False
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from einnas.grammar.export import write_atomic
+    from einnas._util import write_atomic
 
     done = [r for r in view.records if r.counted]
     ok = [r for r in done if r.value is not None]
@@ -121,6 +131,7 @@ def plot_history(view: StudyView, path: Path, title: str = "") -> None:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     write_atomic(path, buffer.getvalue())
+    return True
 
 
 def _row(r: TrialRecord, rank: int | None = None) -> dict:
@@ -156,19 +167,25 @@ def build_report(
 
 
 def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
+    from einnas._util import format_accuracy
+
+    return format_accuracy(v)
 
 
 def report_markdown(report: dict) -> str:
     """``report.md``: the same content for people."""
     s, t, final = report["settings"], report["trials"], report["final"]
+    predicted = s.get("evaluator") == "predicted"  # a prediction is never labelled a measurement
+    label = "predicted accuracy" if predicted else "validation accuracy"
     lines = [
         f"# einnas search: {report['study']}", "",
         f"- dataset: {s.get('dataset')} (input {s.get('input_shape')}, {s.get('num_classes')} classes)",
         f"- strategy: {s.get('strategy')}" + (f", init {s.get('init')}, population {s.get('population')}, "
                                                f"tournament {s.get('tournament')}" if s.get("strategy") == "re" else ""),
-        f"- evaluator: {s.get('evaluator')}, {s.get('epochs')} epochs, batch {s.get('batch_size')}, "
-        f"{s.get('seconds')} s per trial; seed {s.get('seed')}",
+        (f"- evaluator: predicted by the surrogate (nothing trained; accuracies are predictions); seed {s.get('seed')}"
+         if predicted else
+         f"- evaluator: {s.get('evaluator')}, {s.get('epochs')} epochs, batch {s.get('batch_size')}, "
+         f"{s.get('seconds')} s per trial; seed {s.get('seed')}"),
         f"- grammar: {s.get('grammar_path')} (sha256 {str(s.get('grammar_sha256'))[:12]}…)",
         f"- storage: `{report['storage']}`",
         f"- trials: {t['counted']} evaluated ({t['completed']} scored, {t['failed']} failed"
@@ -181,7 +198,7 @@ def report_markdown(report: dict) -> str:
     if best:
         size = f", {best['params']:,} parameters" if best["params"] is not None else ""
         lines += ["", "## Best", "", f"- trial {best['trial']}, archid `{best['archid']}`{size}",
-                  f"- validation accuracy: {_pct(best['val_acc'])}"]
+                  f"- {label}: {_pct(best['val_acc'])}"]
         if final:
             status = (f"test accuracy {_pct(final['test_acc'])} after {final['epochs']} epochs on train + valid "
                       f"({final['seconds']:.1f} s), trial {final['number']}" if final["ok"]
@@ -189,7 +206,8 @@ def report_markdown(report: dict) -> str:
             lines.append(f"- final retrain: {status}")
         lines += ["", "```", best["arch"], "```"]
     if report["top"]:
-        lines += ["", "## Top architectures", "", "| rank | trial | val acc | params | archid | origin |",
+        lines += ["", "## Top architectures", "", f"| rank | trial | {'predicted' if predicted else 'val acc'} "
+                  "| params | archid | origin |",
                   "| ---: | ---: | ---: | ---: | --- | --- |"]
         for row in report["top"]:
             lines.append(f"| {row['rank']} | {row['trial']} | {_pct(row['val_acc'])} | {row['params']} | "
@@ -201,7 +219,7 @@ def report_markdown(report: dict) -> str:
 
 def write_report(report: dict, folder: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``folder``."""
-    from einnas.grammar.export import write_atomic
+    from einnas._util import write_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / "report.json", folder / "report.md"

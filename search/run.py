@@ -27,7 +27,7 @@ from einnas.search import assisted
 from einnas.search.loop import Progress, WorkerStats, run_worker
 from einnas.search.records import StudyView
 from einnas.search.storage import (
-    GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study,
+    GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study, stored_settings,
 )
 
 # Defaults sized so that `einnas search --dataset digits --trials 30` (training, final
@@ -164,12 +164,9 @@ def _drop_unfit_mix(config: SearchConfig, seeds: list) -> list:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from einnas._util import package_version
 
-        return version("einnas")
-    except Exception:  # noqa: BLE001 - metadata is optional (source checkout)
-        return "unknown"
+    return package_version(default="unknown")
 
 
 class Search:
@@ -213,9 +210,17 @@ class Search:
                     flag = "--max-params" if what == "parameters" else "--max-activations"
                     raise UsageError(f"--init {label}: {size:,} {what}, over {flag} {limit:,}")
         self.space = replace(self.space, limits=limits)
+        label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name
+        self.study_name = config.study_name or default_study_name(config, label)
+        self.out_dir = Path(config.out) if config.out else RUNS_DIR / self.study_name
+        self.storage_spec = config.storage or str(self.out_dir / "study.journal")
+        self.storage_shown = describe_storage(self.storage_spec)
+        # A study that exists keeps the sizes it derived from its first --trials: asking the
+        # same search for more trials extends it rather than being refused as another search.
+        stored = stored_settings(self.storage_spec, self.study_name) or {}
         if config.strategy == "re":
-            population = config.population or population_sizes(config.trials)[0]
-            tournament = config.tournament or tournament_size(population)
+            population = config.population or stored.get("population") or population_sizes(config.trials)[0]
+            tournament = config.tournament or stored.get("tournament") or tournament_size(population)
             strategy = RegularisedEvolution(self.space, population, tournament, seeds)
         else:
             strategy = RandomSampling(self.space)
@@ -233,11 +238,6 @@ class Search:
                                               refit_every=config.refit_every)
         self.strategy, self.evaluator = strategy, evaluator
 
-        label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name
-        self.study_name = config.study_name or default_study_name(config, label)
-        self.out_dir = Path(config.out) if config.out else RUNS_DIR / self.study_name
-        self.storage_spec = config.storage or str(self.out_dir / "study.journal")
-        self.storage_shown = describe_storage(self.storage_spec)
         grammar_path = (
             "einspace.lark (built-in)" if Path(grammar.path) == DEFAULT_GRAMMAR else str(config.grammar or grammar.path)
         )
@@ -283,8 +283,8 @@ class Search:
             if final is not None and final.onnx:
                 files["onnx"] = str(out / "best.onnx")
         if view.records:
-            plot_history(view, out / "history.png", title=f"{self.study_name}: {self.dataset.name}")
-            files["plot"] = str(out / "history.png")
+            if plot_history(view, out / "history.png", title=f"{self.study_name}: {self.dataset.name}"):
+                files["plot"] = str(out / "history.png")
         files.update(report_json=str(out / "report.json"), report_md=str(out / "report.md"))
         seconds = outcome.stats.seconds + (time.monotonic() - start)
         report = build_report(view, study_name=self.study_name, storage=self.storage_shown, settings=self.settings,

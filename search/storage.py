@@ -38,7 +38,8 @@ from pathlib import Path
 
 from einnas.errors import StudyError
 from einnas.search.records import (
-    ARCH, ARCHID, CONFIG_ATTR, FAILED_TRIAL, HEARTBEAT, ORIGIN, PARAMS, PARENT, RETRY_HISTORY, WORKER,
+    ARCH, ARCHID, CONFIG_ATTR, DETAIL, FAILED_TRIAL, HEARTBEAT, ORIGIN, PARAMS, PARENT, REASON, RETRY_HISTORY,
+    WORKER,
 )
 
 HEARTBEAT_INTERVAL = 10  # seconds between two heartbeats of a running trial
@@ -93,6 +94,8 @@ def open_storage(
     if not create and not path.is_file():
         raise StudyError(f"{spec}: no such study file")
     _check_journal(path)
+    if create:
+        _check_writable(path, spec)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # An absolute path: Optuna's symlink lock stores it, and with a relative one the lock
@@ -100,12 +103,95 @@ def open_storage(
         # it would block every other worker for good).
         file = os.path.abspath(path)
         lock = optuna.storages.journal.JournalFileSymlinkLock(file, grace_period=LOCK_GRACE_PERIOD)
+        if create:
+            repair_torn_journal(path, lock)
         backend = optuna.storages.journal.JournalFileBackend(file, lock_obj=lock)
         return optuna.storages.JournalStorage(backend)
     except OSError as error:
         raise StudyError(f"{spec}: cannot open journal file ({error.strerror or error})") from None
     except (ValueError, KeyError, TypeError) as error:  # JSON that is not an Optuna journal
         raise StudyError(f"{spec}: not an Optuna journal file ({type(error).__name__}: {error})") from None
+
+
+def _check_writable(path: Path, spec: str) -> None:
+    """A search writes the journal and a lock file beside it: refuse early, in one line."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the first existing folder: mkdir will create the rest in it
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StudyError(f"{spec}: journal file is write-protected; a search appends to it "
+                         "(read it with 'einnas trials', or give another --storage)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StudyError(f"{spec}: folder {str(folder)!r} is write-protected; the journal and its lock "
+                         "are written there (give another --out or --storage)")
+
+
+def _torn_tail(path: Path) -> tuple[int, bytes] | None:
+    """``(offset, bytes)`` of an unterminated last line, or None when the file ends a line."""
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        file.seek(size - 1)
+        if file.read(1) == b"\n":
+            return None
+        block, start = 1 << 16, size
+        while start > 0:  # scan back for the end of the last complete line
+            low = max(0, start - block)
+            file.seek(low)
+            chunk = file.read(start - low)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                start = low + cut + 1
+                break
+            start = low
+        file.seek(start)
+        return start, file.read()
+
+
+def repair_torn_journal(path: Path, lock=None) -> str | None:
+    """Mend a journal whose last line was cut by a crash mid-write, before anyone appends.
+
+    Optuna appends the next entry onto an unterminated line, which makes that line (and so
+    the whole file) unreadable from then on. A tail that is a complete entry missing only
+    its newline gets the newline; any other tail is cut off, every complete entry before
+    it kept, and the cut bytes saved next to the journal (``<journal>.torn-<time>``).
+    Done under the journal's lock, so a worker mid-write is not mistaken for a crash.
+    Returns a one-line note of what was done, or None.
+    """
+    if not path.is_file() or _torn_tail(path) is None:
+        return None
+    if lock is not None:
+        lock.acquire()
+    try:
+        torn = _torn_tail(path)  # again under the lock: a writer may have finished meanwhile
+        if torn is None:
+            return None
+        offset, tail = torn
+        try:
+            entry = json.loads(tail)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict) and "op_code" in entry:
+            with open(path, "ab") as file:
+                file.write(b"\n")
+                file.flush()
+                os.fsync(file.fileno())
+            note = f"{path}: the last journal entry lacked its line end (a crash mid-write); completed it"
+        else:
+            backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+            backup.write_bytes(tail)
+            with open(path, "r+b") as file:
+                file.truncate(offset)
+                file.flush()
+                os.fsync(file.fileno())
+            note = (f"{path}: removed a cut last line of {len(tail)} bytes (a crash mid-write), "
+                    f"kept every complete entry; the cut bytes are in {backup.name}")
+    finally:
+        if lock is not None:
+            lock.release()
+    warnings.warn(note, RuntimeWarning, stacklevel=3)
+    return note
 
 
 def _check_journal(path: Path) -> None:
@@ -210,6 +296,21 @@ def check_settings(stored: dict, settings: dict, name: str, shown: str) -> None:
         )
 
 
+def stored_settings(spec: str, name: str) -> dict | None:
+    """The settings stored in study ``name`` of storage ``spec``, or None when there is no
+    such study yet (nothing is created). Lets a search adopt what it derived the first time
+    (the RE population from the first ``--trials``) so that asking for more trials extends
+    the study instead of being refused."""
+    if not is_url(spec) and not Path(spec).is_file():
+        return None
+    storage = open_storage(spec, create=False)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+
+
 def load_study(storage, name: str | None, shown: str):
     """Load an existing study; with no name, the storage's only study."""
     import optuna
@@ -244,13 +345,9 @@ def open_existing(storage: str | None, study_name: str | None, out: str | None =
 
 def _machine() -> str:
     """The host plus kernel boot and PID namespace, so that a PID means one process."""
-    parts = [socket.gethostname()]
-    try:
-        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
-        parts.append(os.readlink("/proc/self/ns/pid"))
-    except OSError:
-        pass
-    return "|".join(parts)
+    from einnas._util import machine_id
+
+    return machine_id()
 
 
 def worker_identity() -> dict:
@@ -259,17 +356,9 @@ def worker_identity() -> dict:
 
 
 def _process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OSError):
-        return False
-    try:  # a killed child its parent has not reaped yet is a zombie: gone too
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    from einnas._util import process_gone
+
+    return process_gone(pid)
 
 
 class StaleMonitor:
@@ -334,19 +423,38 @@ def release_trial(study, trial) -> bool:
     return True
 
 
+#: ``reason`` of an architecture given up after its worker died :data:`MAX_RETRY` + 1 times.
+WORKER_DIED = "worker_died"
+
+
 def retry_lost_trial(study, trial) -> None:
     """Queue a lost trial's architecture as a new WAITING trial (at most :data:`MAX_RETRY` times).
 
+    Retries are counted by archid over the whole study, not along one chain of retries:
+    an architecture that kills its worker (the OOM killer) may come back as a fresh
+    proposal too (an ``--init`` seed is proposed until the study holds it). After the cap
+    the architecture is recorded as a failed trial with reason :data:`WORKER_DIED`, so it
+    holds its archid, counts as evaluated and the search moves on.
     Used as RDBStorage's ``heartbeat_stale_trial_callback`` too.
     """
     import optuna
 
     if ARCH not in trial.user_attrs:
         return  # lost before it had an architecture: nothing to retry
+    archid = trial.user_attrs.get(ARCHID)
+    lost = sorted({t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+                   if t.user_attrs.get(ARCHID) == archid and not t.user_attrs.get(REASON)} | {trial.number})
     history = list(trial.system_attrs.get(RETRY_HISTORY, ())) + [trial.number]
-    if len(history) > MAX_RETRY:
-        return
     attrs = {k: trial.user_attrs[k] for k in (ARCH, ARCHID, PARAMS, ORIGIN, PARENT) if k in trial.user_attrs}
+    if len(lost) > MAX_RETRY or len(history) > MAX_RETRY:
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            user_attrs={**attrs, REASON: WORKER_DIED,
+                        DETAIL: f"its worker died {len(lost)} times while evaluating it (trials "
+                                f"{', '.join(map(str, lost))}); given up after {MAX_RETRY} retries"},
+            system_attrs={FAILED_TRIAL: lost[0], RETRY_HISTORY: lost},
+        ))
+        return
     study.add_trial(optuna.trial.create_trial(
         state=optuna.trial.TrialState.WAITING, user_attrs=attrs,
         system_attrs={FAILED_TRIAL: history[0], RETRY_HISTORY: history},

@@ -47,11 +47,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from einnas.errors import UsageError
+from einnas.errors import ModelError, UsageError
 from einnas.surrogate.summary import INPUT, OnnxGraph, Summary, analyse_graph, param_count, summarize
 
 FORMAT_VERSION = 1
@@ -94,7 +95,13 @@ def describe(model, *, max_chars: int | None = None, max_lines: int | None = Non
         raise UsageError(f"max_chars={max_chars} is too small (at least 64)")
     if max_lines is not None and max_lines < 2:
         raise UsageError(f"max_lines={max_lines} is too small (at least 2)")
-    graph = analyse_graph(read_model(model, limits=limits))
+    proto = read_model(model, limits=limits)
+    try:
+        graph = analyse_graph(proto)
+    except ModelError as error:  # a cycle or a dangling tensor: name the file, as read errors do
+        if isinstance(model, (str, os.PathLike)) and not str(error).startswith(str(model)):
+            raise ModelError(f"{model}: {error}") from None
+        raise
     summary = summarize(graph)
     lines = _Renderer(graph).render(summary)
     text, truncated = _truncate(lines, max_chars, max_lines)

@@ -228,15 +228,10 @@ class VectorStore:
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from einnas._util import atomic_file
+
+    with atomic_file(path) as handle:
+        write(handle)
 
 
 # --- the model runtimes ---------------------------------------------------------------------------
@@ -329,7 +324,10 @@ class _OnnxRuntime:
 class _TorchRuntime:
     def __init__(self, threads: int | None, model_folder=None):
         import torch
-        from sentence_transformers import SentenceTransformer
+
+        from einnas._util import require
+
+        SentenceTransformer = require("sentence_transformers").SentenceTransformer
 
         if threads:
             torch.set_num_threads(threads)

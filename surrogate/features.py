@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,9 +263,10 @@ class DescriptionCache:
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".tmp-{os.getpid()}-{record.key}.json"
-        tmp.write_text(json.dumps({"text": record.text, "summary": record.summary, "truncated": record.truncated}))
-        os.replace(tmp, self.folder / f"{record.key}.json")
+        from einnas._util import write_atomic
+
+        write_atomic(self.folder / f"{record.key}.json",
+                     json.dumps({"text": record.text, "summary": record.summary, "truncated": record.truncated}))
 
 
 def describe_arch(arch, input_shape: Sequence[int], num_classes: int, cache: DescriptionCache | None = None,

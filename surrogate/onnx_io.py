@@ -80,7 +80,57 @@ def read_model(source, *, limits: LoadLimits | None = None, load_external: bool 
         raise ModelError(f"{name}: not an ONNX model (no graph)")
     check_limits(model, limits, name)
     _check_external_data(model, base_dir, name, limits, load_external)
+    _check_not_empty(model, name)
+    for graph, _ in iter_graphs(model.graph):
+        for tensor in graph.initializer:
+            _check_tensor_data(tensor, f"{name}: initializer {tensor.name!r}")
     return model
+
+
+def _check_not_empty(model, name: str) -> None:
+    """A graph with no nodes or no outputs has nothing to describe or score (it would
+    otherwise get a confident prediction)."""
+    if not model.graph.output:
+        raise ModelError(f"{name}: the graph has no outputs; nothing to describe or score")
+    if not model.graph.node:
+        raise ModelError(f"{name}: the graph has no nodes; nothing to describe or score")
+
+
+# Elements per stored item of the typed data fields, where it is not 1.
+_COMPLEX = {14: 2, 15: 2}  # COMPLEX64 (float_data), COMPLEX128 (double_data): real and imaginary parts
+_PACKED_4BIT = {21, 22, 23}  # UINT4, INT4, FLOAT4E2M1: two elements per byte / int32
+
+
+def _check_tensor_data(tensor, where: str) -> None:
+    """Refuse a tensor whose dims claim more (or fewer) elements than its data holds.
+
+    Its parameter count would otherwise be made up (2e9 x 2 elements described from
+    32 bytes as ``params=4G``). External data is checked where it is read.
+    """
+    import math
+
+    import onnx
+
+    if tensor.data_location == _EXTERNAL or tensor.data_type in (0, onnx.TensorProto.STRING):
+        return
+    claimed = math.prod(tensor.dims)
+    if tensor.HasField("raw_data"):
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            return  # a type this onnx does not know: nothing to compare against
+        need = (claimed + 1) // 2 if tensor.data_type in _PACKED_4BIT else claimed * itemsize
+        have = len(tensor.raw_data)
+        if have != need:
+            raise ModelError(f"{where} claims {claimed:,} elements ({need:,} bytes) but holds {have:,} bytes of data")
+        return
+    stored = max(len(tensor.float_data), len(tensor.int32_data), len(tensor.int64_data), len(tensor.double_data),
+                 len(tensor.uint64_data))
+    need = claimed * _COMPLEX.get(tensor.data_type, 1)
+    if tensor.data_type in _PACKED_4BIT:
+        need = (claimed + 1) // 2
+    if stored != need:
+        raise ModelError(f"{where} claims {claimed:,} elements but holds data for {stored:,}")
 
 
 def check_limits(model: "onnx.ModelProto", limits: LoadLimits | None = None, name: str = "model") -> None:

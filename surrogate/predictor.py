@@ -459,7 +459,9 @@ def fit(data: Dataset, base: FitConfig | None = None, grid: Sequence[dict] | Non
     base = base or FitConfig()
     train, val, test = (data.rows(data.splits == s) for s in SPLITS)
     if len(train.y) < 8:
-        raise UsageError(f"too few successful training records ({len(train.y)})")
+        raise UsageError(f"too few successful training records ({len(train.y)}; need at least 8 after the "
+                         "held-out and validation splits, so about 16 successful records: build more with "
+                         "'einnas bench build --n N' or lower --holdout)")
     selection = []
     if grid is None:
         grid = TEXT_GRID if base.use_text else NUMERIC_GRID

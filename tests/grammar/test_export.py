@@ -138,3 +138,51 @@ def test_architecture_metadata_and_cli(tmp_path, capsys):
     assert main(["export", "sequential(nonsense", "-o", str(tmp_path / "x.onnx")]) == 2
     assert capsys.readouterr().err.startswith("einnas export: error:")
     assert not (tmp_path / "x.onnx").exists()
+
+
+ARCH = "sequential(linear(64), linear(32))"
+
+
+def _export_cli(out, *extra):
+    return main(["export", ARCH, "-o", str(out), "--input-shape", "5,4", "--classes", "3", *extra])
+
+
+def test_export_never_destroys_a_file_it_did_not_write(tmp_path, capsys):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("my notes\n")
+    for extra in ((), ("--force",)):
+        assert _export_cli(precious, *extra) == 2
+        err = capsys.readouterr().err
+        assert "is not an ONNX file" in err and err.count("\n") == 1
+    assert precious.read_text() == "my notes\n"
+    out = tmp_path / "m.onnx"
+    assert _export_cli(out) == 0
+    first = out.read_bytes()
+    out.write_bytes(first)  # an earlier output of the same kind ...
+    assert _export_cli(out) == 2 and "give --force" in capsys.readouterr().err
+    assert _export_cli(out, "--force") == 0  # ... is replaced when asked
+    assert main(["export", ARCH, "--output", str(out), "--input-shape", "5,4", "--force"]) == 0  # old spelling
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("", "expected a file name"), (".", "is a folder"), ("/proc/x.onnx", "cannot write in '/proc'"),
+    ("missing/x.onnx", "does not exist"),
+])
+def test_export_bad_output_path_is_one_line(bad, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _export_cli(bad) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    from einnas._util import write_atomic
+
+    old = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "a.bin", b"x")
+        export_onnx(nn.Linear(3, 2), (3,), 2, tmp_path / "b.onnx")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "b.onnx").stat().st_mode & 0o777 == 0o640

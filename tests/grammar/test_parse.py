@@ -115,3 +115,20 @@ def test_cli_bad_grammar_file(tmp_path):
     result = _cli("sample", "--grammar", str(bad))
     assert result.returncode == 2 and str(bad) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("note", ["p=abc", "p=0.5x", "p="])
+def test_probability_that_is_not_a_number_is_an_error_with_file_and_line(note, tmp_path):
+    from einnas.errors import GrammarError
+    from einnas.grammar import DEFAULT_GRAMMAR, load_grammar
+
+    lines = DEFAULT_GRAMMAR.read_text().splitlines()
+    number = next(i for i, line in enumerate(lines, 1) if line.startswith('computation: "identity"'))
+    lines[number - 1] += f"   // {note}"
+    path = tmp_path / "bad_p.lark"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(GrammarError, match=rf"bad_p.lark:{number}: probability .* after 'p='"):
+        load_grammar(path)
+    result = _cli("grammar", "check", str(path))
+    assert result.returncode == 2 and f"bad_p.lark:{number}:" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -126,8 +126,8 @@ def test_plugin_ops_are_checked_sampled_and_trained(files):
 
 
 def test_plugin_ops_export_to_onnx_and_are_described(files):
-    export = pytest.importorskip("einnas.grammar.export")
-    describe = pytest.importorskip("einnas.surrogate.describe")
+    import einnas.grammar.export as export
+    import einnas.surrogate.describe as describe
     plugin, lark = files
     grammar = load_grammar(lark, plugins=[str(plugin)])
     torch.manual_seed(0)
@@ -220,7 +220,6 @@ def test_short_search_with_plugin_grammar(tmp_path):
     Uses the search's Python API in a fresh process (the plugin must not leak into
     this one); switch to `einnas search ... --grammar --plugin` once it is stable.
     """
-    pytest.importorskip("einnas.search.run")
     text = DEFAULT_GRAMMAR.read_text().replace('computation: "identity"', 'computation: "swish"   // p=0.5\n'
                                                '           | "identity"')
     lark = tmp_path / "swish.lark"
@@ -238,3 +237,36 @@ def test_short_search_with_plugin_grammar(tmp_path):
     assert report["settings"]["plugins"] == [str(plugin)]
     assert report["trials"]["completed"] == 2
     assert any("swish" in row["arch"] for row in report["top"])
+
+
+BAD_RULES = {
+    "raises": "def rule(state, args):\n    raise KeyError('channels')\n",
+    "wrong_type": "def rule(state, args):\n    return [state]\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_RULES))
+def test_plugin_whose_shape_rule_fails_is_one_line_and_a_failed_trial_in_search(kind, tmp_path):
+    """Fresh processes: the broken op must not stay in this process's registry."""
+    op = f"bad_{kind}_{TAG}"
+    plugin = tmp_path / "badrule.py"
+    plugin.write_text("from einnas.grammar import register_op\n" + BAD_RULES[kind]
+                      + f"@register_op({op!r}, shape=rule)\ndef build(state, args):\n"
+                      "    import torch\n    return torch.nn.Identity()\n")
+    lark = tmp_path / "bad.lark"
+    lark.write_text(DEFAULT_GRAMMAR.read_text().replace('computation: "identity"',
+                                                        f'computation: "{op}"   // p=0.9\n           | "identity"'))
+    done = _run("-m", "einnas.cli", "sample", "-n", "3", "--grammar", str(lark), "--plugin", str(plugin),
+                "--input-shape", "1,8,8")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert "badrule.py" in done.stderr and f"operation '{op}'" in done.stderr
+    assert ("raised KeyError" if kind == "raises" else "returned list") in done.stderr
+    code = (
+        "import json; from einnas.search.run import Search, SearchConfig; "
+        f"o = Search(SearchConfig(dataset='digits', trials=2, seed=0, epochs=1, final=False, "
+        f"out={str(tmp_path / 'run')!r}, grammar={str(lark)!r}, plugins=({str(plugin)!r},), threads=1, "
+        "strategy='random')).run(); print(json.dumps([[r.status, r.reason] for r in o.view.records]))"
+    )
+    done = _run("-c", code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == [["failed", "plugin_error"]] * 2  # failed, not lost

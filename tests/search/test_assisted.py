@@ -128,8 +128,16 @@ def test_cli_search_with_the_surrogate_evaluator(predictor_dir, tmp_path, capsys
     code = main(["search", "--dataset", "digits", "--trials", "5", "--seed", "1", "--evaluator", "surrogate",
                  "--surrogate", str(predictor_dir), "--no-final", "--out", str(tmp_path / "run"), "-q",
                  "--max-params", "50000", "--max-activations", "20000"])
-    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert code == 0
     assert "predicted" in (tmp_path / "run" / "report.json").read_text()
+    # a prediction is never labelled a measurement
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "predicted accuracy" in md and "validation accuracy" not in md and "None" not in md
+    header = next(line for line in out.splitlines() if line.startswith("rank"))
+    assert header.split()[:3] == ["rank", "trial", "predicted"] and "val" not in out.replace("eval", "")
+    code = main(["best", "--storage", str(tmp_path / "run" / "study.journal")])
+    assert code == 0 and " predicted " in capsys.readouterr().out
 
 
 def test_cli_assisted_training_search_records_its_tuning_and_refuses_other_tuning(predictor_dir, tmp_path, capsys):

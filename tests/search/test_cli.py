@@ -132,3 +132,29 @@ def test_sigkill_then_rerun_keeps_and_completes(tmp_path):
     if lost[0].arch:  # killed while training (almost always): its architecture was queued again
         retry = [r for r in after.records if r.retry_of == lost[0].number]
         assert lost[0].retried and len(retry) == 1 and retry[0].counted and retry[0].archid == lost[0].archid
+
+
+def test_unwritable_out_is_refused_before_any_trial(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    for out, message in (("/proc/einnas-run", "cannot create the folder"), ("afile", "is a file")):
+        proc = einnas("search", "--dataset", "digits", "--trials", "2", "--out", out, *FAST, cwd=tmp_path,
+                      check=False, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no study, no run folder
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_asking_a_finished_study_for_more_trials_extends_it(tmp_path, capsys):
+    from einnas.cli import main
+
+    base = ["search", "--dataset", "digits", "--seed", "0", "--no-final", "--out", str(tmp_path / "run"), "-q",
+            "-f", "json", *FAST]
+    assert main([*base, "--trials", "12"]) == 0  # population derived from 12 trials: 4
+    first = json.loads(capsys.readouterr().out)
+    assert first["trials"]["counted"] == 12 and first["settings"]["population"] == 4
+    code = main([*base, "--trials", "15"])  # 15 alone would derive population 5
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    again = json.loads(captured.out)
+    assert again["trials"]["counted"] == 15 and again["settings"]["population"] == 4
+    assert _view(tmp_path / "run" / "study.journal").counted == 15

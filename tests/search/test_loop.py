@@ -165,3 +165,44 @@ def test_failed_evaluation_is_a_failed_trial(fake, tmp_path):
     assert [t.state.name for t in trials] == ["FAIL"] * 3
     assert trials[0].user_attrs["reason"] == "timeout" and "1 s" in trials[0].user_attrs["detail"]
     assert StudyView.of(study).counted == 3
+
+
+def test_an_architecture_that_kills_its_worker_is_given_up_after_the_retry_cap(fake, tmp_path):
+    """Like an --init seed the OOM killer stops: proposed again until the study holds it."""
+    import random
+
+    from einnas.search import Proposal, Strategy
+    from einnas.search.storage import MAX_RETRY, WORKER_DIED
+
+    space = fake.make_space()
+    killer = space.sample(random.Random(5))
+
+    class SeedFirst(Strategy):
+        name = "seedfirst"
+
+        def propose(self, view, trial_number, rng):
+            if killer.archid not in view.taken:
+                return Proposal(killer, "seed:killer")
+            return Proposal(space.sample(rng), "random")
+
+    class Killing(fake.FakeEvaluator):
+        def evaluate(self, arch, seed):
+            self.calls.append(arch.archid)
+            if arch.archid == killer.archid:
+                raise SystemExit(137)  # the worker dies mid-trial
+            return super().evaluate(arch, seed)
+
+    strategy, evaluator = SeedFirst(space), Killing()
+    study = _study(fake, tmp_path / "k.journal", strategy, evaluator)
+    for _ in range(3 * MAX_RETRY):  # restart the dead worker, as a supervisor would
+        try:
+            run_worker(study, strategy, evaluator, seed=0, trials=4)
+            break
+        except SystemExit:
+            continue
+    view = StudyView.of(study)
+    assert view.counted == 4
+    assert evaluator.calls.count(killer.archid) == MAX_RETRY + 1
+    given_up = [r for r in view.records if r.archid == killer.archid and r.counted]
+    assert len(given_up) == 1 and given_up[0].reason == WORKER_DIED and given_up[0].status == "failed"
+    assert "died 4 times" in given_up[0].detail

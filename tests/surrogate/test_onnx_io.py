@@ -150,3 +150,35 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
         assert main(["describe", path]) == 2
         err = capsys.readouterr().err
         assert err.startswith("einnas describe: error: ") and err.count("\n") == 1, err
+
+
+def test_empty_graph_is_refused_not_scored(tmp_path, capsys):
+    graph = helper.make_graph([], "empty", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])])
+    no_nodes = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    no_outputs = tiny_model()
+    no_outputs.graph.ClearField("output")
+    for proto, what in ((no_nodes, "no nodes"), (no_outputs, "no outputs")):
+        with pytest.raises(ModelError, match=f"the graph has {what}"):
+            read_model(proto)
+        path = tmp_path / "empty.onnx"
+        path.write_bytes(proto.SerializeToString())
+        assert main(["score", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: the graph has {what}" in err and "1.0000" not in capsys.readouterr().out
+
+
+def test_initializer_claiming_more_elements_than_its_data_is_refused():
+    lying = tiny_model()
+    w = lying.graph.initializer[0]
+    w.ClearField("dims")
+    w.dims.extend([2_000_000_000, 2])  # 4e9 elements claimed, 32 bytes held
+    with pytest.raises(ModelError, match=r"initializer 'W' claims 4,000,000,000 elements .* holds 32 bytes"):
+        read_model(lying)
+    typed = tiny_model()
+    t = typed.graph.initializer[0]
+    t.float_data.extend(np.frombuffer(t.raw_data, np.float32).tolist()[:5])
+    t.ClearField("raw_data")
+    with pytest.raises(ModelError, match="claims 8 elements but holds data for 5"):
+        read_model(typed)
+    assert describe(tiny_model()).summary.params == 8  # an honest one is described

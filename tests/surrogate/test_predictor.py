@@ -135,6 +135,15 @@ def test_too_few_rows_is_a_usage_error():
         fit_predictor(numeric, None, y, ["g"] * 5, FitConfig(**SMALL))
 
 
+def test_too_few_training_records_says_how_many_are_needed():
+    from einnas.surrogate.predictor import fit
+
+    numeric, vectors, y = synthetic(6)
+    data = as_dataset(numeric, vectors, y)
+    with pytest.raises(UsageError, match=r"too few successful training records \(\d+; need at least 8"):
+        fit(data, FitConfig(**SMALL))
+
+
 def test_cli_fit_and_eval_on_records(tmp_path, capsys, monkeypatch):
     """`surrogate fit` writes a predictor with held-out metrics; `surrogate eval` recomputes them."""
     from einnas.cli import main
@@ -163,3 +172,36 @@ def test_cli_fit_and_eval_on_records(tmp_path, capsys, monkeypatch):
     assert row["n"] == report["heldout"]["digits"]["n"]
     assert row["kendall_tau"] == pytest.approx(report["heldout"]["digits"]["kendall_tau"], abs=1e-4)
     assert main(["surrogate", "fit", str(tmp_path / "missing.jsonl"), "-o", str(out)]) == 2
+    capsys.readouterr()
+    # eval without --records: the records the predictor was fitted on
+    assert main(["surrogate", "eval", str(out), "-q", "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [row]
+    # outputs are checked before the work, and nothing is replaced unasked
+    before = (out / "meta.json").read_bytes()
+    assert main(["surrogate", "fit", str(tmp_path / "r.jsonl"), "-o", str(out), "--no-text", "-q"]) == 2
+    assert "give --force" in capsys.readouterr().err and (out / "meta.json").read_bytes() == before
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["surrogate", "fit", str(tmp_path / "r.jsonl"), "-o", str(tmp_path / "notes.txt"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and err.count("\n") == 1 and (tmp_path / "notes.txt").read_text() == "mine"
+    # records moved away: one line saying what is needed
+    (tmp_path / "r.jsonl").rename(tmp_path / "moved.jsonl")
+    assert main(["surrogate", "eval", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "give --records" in err and err.count("\n") == 1
+
+
+def test_records_that_are_not_records_are_one_line_before_any_work(tmp_path, capsys):
+    from einnas.cli import main
+
+    binary = tmp_path / "random.onnx"
+    binary.write_bytes(bytes(range(256)) * 8)
+    text = tmp_path / "notes.txt"
+    text.write_text("just some text\n")
+    for argv in (["surrogate", "eval", "--records", str(binary)], ["surrogate", "fit", str(binary), "-o", str(tmp_path / "p")],
+                 ["surrogate", "fit", str(text), "-o", str(tmp_path / "p")],
+                 ["surrogate", "eval", "--records", str(tmp_path / "missing.jsonl")]):
+        assert main([*argv, "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "p").exists()

@@ -122,6 +122,10 @@ def test_cli_score_table_json_and_exit_status(predictor_dir, onnx_files, capsys)
     assert main(["score", *good, "--predictor", str(predictor_dir)]) == 0
     out = capsys.readouterr().out
     assert "small.onnx" in out and "far from the training data" in out
+    import re
+
+    row = next(line for line in out.splitlines() if "small.onnx" in line)
+    assert re.search(r"small\.onnx +\d{1,3}\.\d% +± \d{1,3}\.\d ", row)  # the one accuracy format of tables
     assert main(["score", *good, str(onnx_files / "garbage.onnx"), "--predictor", str(predictor_dir), "-f", "json"]) == 2
     captured = capsys.readouterr()
     rows = json.loads(captured.out)

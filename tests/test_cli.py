@@ -1,0 +1,137 @@
+"""Conventions every command shares: --version, global -v/-q, one-line argparse errors, help text."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from einnas.cli import build_parser, main
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "einnas.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_version():
+    from einnas._util import package_version
+
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"einnas {package_version()}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["-v", "sample", "-n", "1", "--input-shape", "0,0"], ["sample", "-n", "1", "--input-shape", "0,0", "-v"],
+    ["-q", "sample", "-n", "1", "--input-shape", "0,0"], ["sample", "-q", "-n", "1", "--input-shape", "0,0"],
+])
+def test_global_flags_before_or_after_the_subcommand_keep_exit_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().splitlines()[-1].startswith("einnas sample: error: --input-shape")
+    assert ("Traceback" in err) == ("-v" in argv)  # -v shows the traceback, the status stays 2
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["search", "--dataset", "digits", "--trials", "nope"], "--trials"),
+    (["search", "--seed", "-5", "--dataset", "digits", "--trials", "2"], "--seed"),
+    (["export"], "ARCH"),
+    (["nosuchcommand"], "nosuchcommand"),
+])
+def test_argparse_errors_are_one_line_with_a_pointer_to_help(argv, needle, tmp_path):
+    proc = run(*argv, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "--help'" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing written, no empty study left behind
+
+
+def test_every_option_has_help():
+    def walk(parser, prog):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{prog} {name}")
+            elif action.option_strings and action.dest != "help":
+                yield prog, action
+
+    missing = [f"{prog} {action.option_strings[0]}" for prog, action in walk(build_parser(), "einnas")
+               if not action.help]
+    assert missing == []
+
+
+def test_output_flag_is_o_out_everywhere():
+    parser = build_parser()
+    subs = {}
+
+    def walk(p, prog):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prog} {name}")
+            elif "--out" in action.option_strings or "-o" in action.option_strings:
+                subs[prog] = set(action.option_strings)
+
+    walk(parser, "einnas")
+    assert {"einnas export", "einnas search", "einnas bench build", "einnas surrogate fit"} <= set(subs)
+    assert all({"-o", "--out"} <= flags for flags in subs.values())
+
+
+def test_tables_show_one_accuracy_format_and_no_none_or_braces(capsys):
+    from einnas._util import format_accuracy
+    from einnas.cli import emit
+
+    assert [format_accuracy(v) for v in (0.9556, 0.9388888888888889, 1.0, None)] == ["95.6%", "93.9%", "100.0%", "-"]
+    emit([{"a": None, "b": {}, "c": {"timeout": 2, "oom": 1}, "d": []}], "table", ["a", "b", "c", "d"])
+    out = capsys.readouterr().out
+    assert "None" not in out and "{" not in out and "[" not in out and "timeout 2, oom 1" in out
+
+
+def _readme_commands():
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            for part in line.split("&&"):
+                words = shlex.split(part.strip())
+                if words and words[0] in ("einnas", ".venv/bin/einnas"):
+                    yield words[1:]
+
+
+def test_every_readme_command_parses_as_written():
+    commands = list(_readme_commands())
+    assert len(commands) >= 20
+    parser = build_parser()
+    for words in commands:
+        try:
+            args = parser.parse_args(words)
+        except SystemExit as exit:  # pragma: no cover - the message names the command
+            raise AssertionError(f"README command does not parse: einnas {' '.join(words)}") from exit
+        assert getattr(args, "_command", None) is not None, words
+
+
+def test_readme_activates_the_environment_before_bare_commands():
+    from pathlib import Path
+
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [m for m in re.finditer(r"```bash\n(.*?)```", text, re.S) if re.search(r"^einnas ", m.group(1), re.M)]
+    assert blocks and "source .venv/bin/activate" in text[:blocks[0].start(1) + blocks[0].group(1).index("einnas ")]
+
+
+def test_the_same_limits_have_the_same_defaults_in_every_command():
+    from einnas.cli import DEFAULT_MAX_ACTIVATIONS, DEFAULT_MAX_PARAMS
+    from einnas.search import run
+
+    assert (DEFAULT_MAX_PARAMS, DEFAULT_MAX_ACTIVATIONS) == (run.DEFAULT_MAX_PARAMS, run.DEFAULT_MAX_ACTIVATIONS)
+    parser = build_parser()
+    sample = parser.parse_args(["sample"])
+    bench = parser.parse_args(["bench", "build", "--dataset", "digits", "--n", "1", "-o", "r.jsonl"])
+    assert sample.max_params == bench.max_params == DEFAULT_MAX_PARAMS
+    assert sample.max_activations == DEFAULT_MAX_ACTIVATIONS
+    helps = {a.dest: a.help for a in parser._subparsers._group_actions[0].choices["search"]._actions}
+    assert f"{DEFAULT_MAX_PARAMS:,}" in helps["max_params"]
