@@ -125,10 +125,11 @@ def check_records_inputs(paths, flag: str) -> None:
         try:
             with open(path, "rb") as file:
                 first = file.readline(1 << 20)
-            entry = json.loads(first.decode("utf-8")) if first.strip() else {}
-        except (OSError, UnicodeDecodeError, ValueError):
-            entry = None
-        if not isinstance(entry, dict):
+            text = first.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = None
+        # a text file is left to the records reader, which counts and locates malformed lines
+        if text is None or path.suffix.lower() == ".onnx":
             hint = " (for ONNX files give their folder)" if path.suffix.lower() == ".onnx" else ""
             raise UsageError(f"{flag} {path}: not a JSON Lines records file; expected the output of "
                              f"'einnas bench build' (a study journal or JSON Lines) or a folder of ONNX files{hint}")

@@ -540,7 +540,7 @@ class BenchBuild(Command):
         parser.add_argument("--storage", metavar="FILE_OR_URL",
                             help="journal file, sqlite:///FILE or database URL (default: runs/NAME/study.journal)")
         parser.add_argument("--study-name", metavar="NAME", help="(default: DATASET[-GRAMMAR]-bench-sSEED)")
-        parser.add_argument("--out", metavar="FILE", help="same as --storage (a journal file)")
+        parser.add_argument("-o", "--out", metavar="FILE", help="same as --storage (a journal file)")
         parser.add_argument("--epochs", type=positive_int, default=8, help="training epochs (default 8, the search budget)")
         parser.add_argument("--seconds", type=_positive_float, default=60.0, help="time budget per trial (default 60)")
         parser.add_argument("--batch-size", type=positive_int, default=256, help="(default 256)")
@@ -593,7 +593,8 @@ class BenchExport(Command):
                             help="journal file, run folder, sqlite:///FILE or database URL")
         parser.add_argument("--study-name", action="append", metavar="NAME",
                             help="export only this study (repeatable; default: all einnas studies of the storage)")
-        parser.add_argument("-o", "--output", required=True, metavar="FILE.jsonl", help="JSON Lines file to write")
+        parser.add_argument("-o", "--out", "--output", dest="output", required=True, metavar="FILE.jsonl",
+                            help="JSON Lines file to write")
         parser.add_argument("--force", action="store_true", help="replace a file that bench export did not write")
 
     def run(self, args):
