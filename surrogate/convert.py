@@ -40,6 +40,7 @@ from einnas.errors import ConversionError
 #: Most elements that folding ``ConstantOfShape`` weights may allocate (1 GiB of float32).
 MAX_FOLDED_ELEMENTS = 2**28
 _LOGIT_OPS = ("Softmax", "LogSoftmax")
+_FLOAT_TYPES = (1, 10, 11, 16)  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
 @dataclass
@@ -81,6 +82,13 @@ def _onnx2torch():
     return onnx2torch
 
 
+def _fail(name: str, reason: str) -> ConversionError:
+    reason = reason.rstrip(".")
+    error = ConversionError(f"{name}: {reason}")
+    error.reason = reason  # without the file name, for notes
+    return error
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return (text[:200] + "...") if len(text) > 200 else (text or type(error).__name__)
@@ -90,14 +98,14 @@ def _graph_input(model, name: str):
     inits = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in inits]
     if len(inputs) != 1:
-        raise ConversionError(f"{name}: {len(inputs)} graph inputs; proxies need exactly one (the image or tokens)")
+        raise _fail(name, f"{len(inputs)} graph inputs; proxies need exactly one (the image or tokens)")
     value = inputs[0]
     tensor = value.type.tensor_type
-    if not value.type.HasField("tensor_type") or tensor.elem_type not in (1, 10, 11, 16):  # float types
-        raise ConversionError(f"{name}: input {value.name!r} is not a float tensor")
+    if not value.type.HasField("tensor_type") or tensor.elem_type not in _FLOAT_TYPES:
+        raise _fail(name, f"input {value.name!r} is not a float tensor")
     dims = list(tensor.shape.dim)
     if len(dims) < 2 or any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims[1:]):
-        raise ConversionError(f"{name}: input {value.name!r} has no fixed per-sample shape")
+        raise _fail(name, f"input {value.name!r} has no fixed per-sample shape")
     return value, dims
 
 
@@ -119,7 +127,7 @@ def _fold_constant_of_shape(model, name: str) -> None:
         size = int(np.prod(shape)) if shape else 1
         total += size
         if any(d < 0 for d in shape) or total > MAX_FOLDED_ELEMENTS:
-            raise ConversionError(f"{name}: ConstantOfShape weights over {MAX_FOLDED_ELEMENTS} elements; not folded")
+            raise _fail(name, f"ConstantOfShape weights over {MAX_FOLDED_ELEMENTS} elements; not folded")
         fill = next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"), np.zeros(1, np.float32))
         model.graph.initializer.append(numpy_helper.from_array(np.full(shape, fill.reshape(-1)[0], fill.dtype),
                                                                node.output[0]))
@@ -195,7 +203,7 @@ def _convert(model, name: str):
     try:
         module = onnx2torch.convert(model)
     except Exception as error:  # onnx2torch raises NotImplementedError, KeyError, ValueError, ...
-        raise ConversionError(f"{name}: onnx2torch cannot convert it: {_one_line(error)}") from None
+        raise _fail(name, f"onnx2torch cannot convert it: {_one_line(error)}") from None
     return module
 
 
@@ -229,7 +237,7 @@ def convert_onnx(source, *, name: str | None = None) -> Converted:
         try:
             classes = _probe(module, input_shape, 2)
         except Exception as error:
-            raise ConversionError(f"{name}: the converted module fails: {_one_line(error)}") from None
+            raise _fail(name, f"the converted module fails: {_one_line(error)}") from None
         return Converted(module, input_shape, classes, "dynamic", promoted)
     unpatched = onnx.ModelProto()
     unpatched.CopyFrom(model)
@@ -249,7 +257,7 @@ def convert_onnx(source, *, name: str | None = None) -> Converted:
     try:
         classes = _probe(wrapped, input_shape, 2)
     except Exception as error:
-        raise ConversionError(f"{name}: the converted module fails: {_one_line(error)}") from None
+        raise _fail(name, f"the converted module fails: {_one_line(error)}") from None
     return Converted(wrapped, input_shape, classes, "per-sample", promoted)
 
 
@@ -319,3 +327,21 @@ def reinitialise(module, seed: int) -> None:
                     fan_in = p.shape[-2] if p.dim() >= 2 else p.shape[0]
                     bound = 1.0 / math.sqrt(max(1, fan_in))
                     p.uniform_(-bound, bound)
+
+
+def weight_count(source) -> int:
+    """Float weights of an ONNX file (initializers and folded ``ConstantOfShape`` weights), without converting it."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from einnas.surrogate.onnx_io import read_model
+
+    model = read_model(source)
+    inits = {t.name: t for t in model.graph.initializer}
+    total = sum(int(np.prod(t.dims)) for t in inits.values() if t.data_type in _FLOAT_TYPES)
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input and node.input[0] in inits:
+            fill = next((a.t for a in node.attribute if a.name == "value"), None)
+            if fill is None or fill.data_type in _FLOAT_TYPES:
+                total += int(np.prod([int(d) for d in numpy_helper.to_array(inits[node.input[0]]).reshape(-1)]))
+    return total
