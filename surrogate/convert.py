@@ -55,9 +55,13 @@ class Converted:
 
 
 def _onnx2torch():
-    """Import onnx2torch, with a torchvision stand-in where torchvision cannot be imported."""
-    if "onnx2torch" in sys.modules:
-        return sys.modules["onnx2torch"]
+    """onnx2torch, imported once, with the converters of :func:`_register_newer_ops` added."""
+    if "onnx2torch" not in sys.modules:
+        _register_newer_ops(_import_onnx2torch())
+    return sys.modules["onnx2torch"]
+
+
+def _import_onnx2torch():
     try:
         import torchvision  # noqa: F401
     except Exception:  # missing, or a CUDA wheel beside CPU torch (RuntimeError at import)
@@ -87,6 +91,40 @@ def _fail(name: str, reason: str) -> ConversionError:
     error = ConversionError(f"{name}: {reason}")
     error.reason = reason  # without the file name, for notes
     return error
+
+
+def _register_newer_ops(onnx2torch) -> None:
+    """Converters onnx2torch 1.5 lacks for ops einnas exports at opset 18: Reduce*-18 (axes
+    became an input) with constant axes, and Pad-18/19/21 without the new ``axes`` input
+    (then identical to Pad-13)."""
+    from onnx2torch.node_converters import reduce as red
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
+
+    def reduce18(node, graph):
+        axes = None
+        if len(node.input_values) > 1 and node.input_values[1]:
+            axes = [int(a) for a in get_const_value(node.input_values[1], graph).reshape(-1).tolist()]
+        if not axes and node.attributes.get("noop_with_empty_axes", 0):
+            import torch
+
+            module = torch.nn.Identity()
+        else:
+            module = red.OnnxReduceStaticAxes(node.operation_type, axes or None, node.attributes.get("keepdims", 1))
+        return OperationConverterResult(module, OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values))
+
+    pad13 = _CONVERTER_REGISTRY[OperationDescription("", "Pad", 13)]
+
+    def pad_without_axes(node, graph):
+        if len(node.input_values) > 3 and node.input_values[3]:
+            raise NotImplementedError("Pad with an axes input is not implemented")
+        return pad13(node, graph)
+
+    wanted = [(op, 18, reduce18) for op in red._TORCH_FUNCTION_FROM_ONNX_TYPE if op != "ReduceSum"]
+    wanted += [("Pad", v, pad_without_axes) for v in (18, 19, 21, 23)]
+    for op, version, converter in wanted:
+        if OperationDescription("", op, version) not in _CONVERTER_REGISTRY:
+            add_converter(operation_type=op, version=version)(converter)
 
 
 def _one_line(error: BaseException) -> str:

@@ -18,9 +18,12 @@ name           value                                                            
                (``torch.utils.flop_counter``: 2 per multiply-add)
 =============  ===============================================================  =====
 
-How they are computed. One forward pass in training mode (batch-norm uses batch
-statistics, as at the start of training) records NASWOT's codes through forward
-hooks; two backward passes from it give the input Jacobians (jacov) and the
+How they are computed. The module runs in eval mode by default: batch-norm uses
+its running statistics and dropout is off, which is what an ONNX inference graph
+computes (exporters fold batch-norm into the convolution before it), so a torch
+module and its exported file give the same proxies; ``train_mode=True`` uses batch
+statistics instead (the module's own layers only). One forward pass records NASWOT's
+codes through forward pre-hooks; two backward passes from it give the input Jacobians (jacov) and the
 parameter gradients (SNIP and grad-norm share them). Synflow and FLOPs run on a
 batch of one. Afterwards the module is as it was: weights, gradients, buffers
 (batch-norm running statistics) and every submodule's train/eval flag. The caller's
@@ -140,8 +143,8 @@ def _jacov_from(jacobians) -> float:
     return _finite(-np.sum(np.log(eig + JACOV_K) + 1.0 / (eig + JACOV_K)))
 
 
-def _data_pass(module, x, y, wanted: set[str], out: dict) -> None:
-    """One forward (train mode) for NASWOT, then jacov's and the loss's backward passes."""
+def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> None:
+    """One forward for NASWOT, then jacov's and the loss's backward passes."""
     import torch
     import torch.nn.functional as F
 
@@ -160,7 +163,7 @@ def _data_pass(module, x, y, wanted: set[str], out: dict) -> None:
                 kernel.append(k.double())
 
         hooks = [m.register_forward_pre_hook(hook) for m in module.modules() if isinstance(m, classes)]
-    module.train()
+    module.train(train_mode)
     xin = x.detach().clone().requires_grad_("jacov" in wanted)
     try:
         logits = _logits(module(xin))
@@ -244,7 +247,8 @@ def check_batch(batch, input_shape, num_classes: int, what: str = "batch"):
 
 
 def compute_proxies(module, input_shape, num_classes: int, batch=None, seed: int = 0,
-                    names: Sequence[str] = PROXY_NAMES, batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, float]:
+                    names: Sequence[str] = PROXY_NAMES, batch_size: int = DEFAULT_BATCH_SIZE,
+                    train_mode: bool = False) -> dict[str, float]:
     """The zero-cost proxies ``names`` of a ``torch.nn.Module`` mapping ``(B, *input_shape)`` to logits.
 
     ``batch=(x, y)`` uses that batch; otherwise a synthetic one of ``batch_size``
@@ -267,7 +271,7 @@ def compute_proxies(module, input_shape, num_classes: int, batch=None, seed: int
             out["params"] = float(count_params(module))
         if wanted & {"snip", "grad_norm", "naswot", "jacov"}:
             try:
-                _data_pass(module, x, y, wanted, out)
+                _data_pass(module, x, y, wanted, out, train_mode)
             except Exception:  # the forward itself failed: none of these can be had
                 pass
             finally:
