@@ -147,6 +147,7 @@ def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> N
     """One forward for NASWOT, then jacov's and the loss's backward passes."""
     import torch
     import torch.nn.functional as F
+    from torch import nn
 
     params = [p for p in module.parameters() if p.requires_grad]
     kernel = []
@@ -164,6 +165,11 @@ def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> N
 
         hooks = [m.register_forward_pre_hook(hook) for m in module.modules() if isinstance(m, classes)]
     module.train(train_mode)
+    if train_mode:  # batch statistics, but no random dropout masks
+        drop = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+        for m in module.modules():
+            if isinstance(m, drop):
+                m.eval()
     xin = x.detach().clone().requires_grad_("jacov" in wanted)
     try:
         logits = _logits(module(xin))
@@ -265,7 +271,11 @@ def compute_proxies(module, input_shape, num_classes: int, batch=None, seed: int
         x, y = check_batch(batch, input_shape, num_classes)
     wanted = set(names)
     out: dict[str, float] = {}
+    import torch
+
     saved = _Saved(module)
+    rng = torch.random.fork_rng(devices=[])  # random ops (RReLU, ...) must not move the caller's RNG
+    rng.__enter__()
     try:
         if "params" in wanted:
             out["params"] = float(count_params(module))
@@ -290,6 +300,7 @@ def compute_proxies(module, input_shape, num_classes: int, batch=None, seed: int
                 saved.restore()
     finally:
         saved.restore()
+        rng.__exit__(None, None, None)
     return {n: out.get(n, math.nan) for n in names}
 
 
