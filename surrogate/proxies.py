@@ -15,7 +15,8 @@ name           value                                                            
                matrix of the per-sample input Jacobians ∂(Σf)/∂x, k = 1e-5
 ``params``     number of parameters                                              log
 ``flops``      floating-point operations of one sample's forward                 log
-               (``torch.utils.flop_counter``: 2 per multiply-add)
+               (``torch.utils.flop_counter``: 2 per multiply-add; matmul, conv,
+               attention ops; elementwise ops are not counted)
 =============  ===============================================================  =====
 
 How they are computed. The module runs in eval mode by default: batch-norm uses
@@ -202,11 +203,15 @@ def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> N
                 out[name] = math.nan
 
 
-def _synflow(module, input_shape) -> float:
-    """Synflow on a float64 copy with |θ| in eval mode (batch-norm uses running stats)."""
+def _synflow(module, input_shape, out: dict, count_flops: bool) -> None:
+    """Synflow on a float64 copy with |θ| in eval mode (batch-norm uses running stats);
+    FLOPs are counted on the same batch-of-one forward when asked (they do not depend
+    on the weights' values or dtype)."""
+    import contextlib
     import copy
 
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     net = copy.deepcopy(module).double()
     net.eval()
@@ -214,10 +219,14 @@ def _synflow(module, input_shape) -> float:
     with torch.no_grad():
         for p in params:
             p.abs_()
-    r = _logits(net(torch.ones(1, *input_shape, dtype=torch.float64))).sum()
+    counter = FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
+    with counter:
+        r = _logits(net(torch.ones(1, *input_shape, dtype=torch.float64))).sum()
+    if count_flops:
+        out["flops"] = float(counter.get_total_flops())
     grads = torch.autograd.grad(r, params, allow_unused=True)
     with torch.no_grad():
-        return _finite(sum(float((p * g).sum()) for p, g in zip(params, grads) if g is not None))
+        out["synflow"] = _finite(sum(float((p * g).sum()) for p, g in zip(params, grads) if g is not None))
 
 
 def _flops(module, input_shape) -> float:
@@ -288,10 +297,10 @@ def compute_proxies(module, input_shape, num_classes: int, batch=None, seed: int
                 saved.restore()
         if "synflow" in wanted:
             try:
-                out["synflow"] = _synflow(module, input_shape)
+                _synflow(module, input_shape, out, "flops" in wanted)
             except Exception:
                 out["synflow"] = math.nan
-        if "flops" in wanted:
+        if "flops" in wanted and "flops" not in out:  # not asked with synflow, or its forward failed
             try:
                 out["flops"] = _flops(module, input_shape)
             except Exception:
