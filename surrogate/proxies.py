@@ -23,10 +23,10 @@ How they are computed. The module runs in eval mode by default: batch-norm uses
 its running statistics and dropout is off, which is what an ONNX inference graph
 computes (exporters fold batch-norm into the convolution before it), so a torch
 module and its exported file give the same proxies; ``train_mode=True`` uses batch
-statistics instead (the module's own layers only). One forward pass records NASWOT's
-codes through forward pre-hooks; two backward passes from it give the input Jacobians (jacov) and the
-parameter gradients (SNIP and grad-norm share them). Synflow and FLOPs run on a
-batch of one. Afterwards the module is as it was: weights, gradients, buffers
+statistics instead, dropout still off. One forward pass records NASWOT's codes
+through forward pre-hooks; two backward passes from it give the input Jacobians
+(jacov) and the parameter gradients (SNIP and grad-norm share them). Synflow and
+FLOPs share one forward of a batch of one. Afterwards the module is as it was: weights, gradients, buffers
 (batch-norm running statistics) and every submodule's train/eval flag. The caller's
 torch thread count and global RNG are left alone; synthetic data comes from a
 generator seeded by ``seed``.
@@ -35,7 +35,10 @@ Data-free by default: ``x ~ N(0, 1)`` and uniform random labels, ``batch_size`` 
 With ``batch=(x, y)`` (one batch of a task's training data) those are used instead.
 
 Robustness: each proxy is computed in its own ``try``; a failure, NaN or ±inf gives
-``nan`` for that proxy only. Values span decades (SNIP, grad-norm, synflow, params,
+``nan`` for that proxy only. NASWOT is ``nan`` for a network without activation
+modules (most plain einspace samples have none: they mix by softmax, matmul and
+linear layers) or with a singular K (samples with identical codes); jacov is finite
+but very negative (about −31/k) when all Jacobians are alike (a linear network). Values span decades (SNIP, grad-norm, synflow, params,
 FLOPs): :func:`as_features` maps them to ``sign(v)·log10(1+|v|)``, which trees and
 linear models both handle (trees do not need it; it changes no ranking).
 
@@ -172,8 +175,10 @@ def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> N
             if isinstance(m, drop):
                 m.eval()
     xin = x.detach().clone().requires_grad_("jacov" in wanted)
+    grad = torch.enable_grad() if wanted & {"jacov", "snip", "grad_norm"} else torch.no_grad()
     try:
-        logits = _logits(module(xin))
+        with grad:
+            logits = _logits(module(xin))
     finally:
         for h in hooks:
             h.remove()
@@ -184,7 +189,7 @@ def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> N
             out["naswot"] = math.nan
     if "jacov" in wanted:
         try:
-            (jac,) = torch.autograd.grad(logits.sum(), xin, retain_graph=True)
+            (jac,) = torch.autograd.grad(logits.sum(), xin, retain_graph=bool(wanted & {"snip", "grad_norm"}))
             out["jacov"] = _jacov_from(jac)
         except Exception:
             out["jacov"] = math.nan
