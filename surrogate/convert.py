@@ -285,7 +285,7 @@ def convert_onnx(source, *, name: str | None = None) -> Converted:
         module = _onnx2torch().convert(model)
         promoted = _promote_buffers(module)
         module = _logits(module)
-        classes = _probe(module, input_shape, 2)
+        classes = _probe(module, input_shape, fixed + 1)  # not the fixed size: batchable?
         return Converted(module, input_shape, classes, "patched", promoted)
     except Exception:  # the rewrite did not make it batchable: run sample by sample
         pass
@@ -293,7 +293,7 @@ def convert_onnx(source, *, name: str | None = None) -> Converted:
     promoted = _promote_buffers(module)
     wrapped = _logits(_per_sample(module, fixed))
     try:
-        classes = _probe(wrapped, input_shape, 2)
+        classes = _probe(wrapped, input_shape, 2 * fixed)
     except Exception as error:
         raise _fail(name, f"the converted module fails: {_one_line(error)}") from None
     return Converted(wrapped, input_shape, classes, "per-sample", promoted)
