@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import sys
 import types
+import warnings
 from dataclasses import dataclass
 
 from einnas.errors import ConversionError
@@ -58,6 +59,9 @@ def _onnx2torch():
     """onnx2torch, imported once, with the converters of :func:`_register_newer_ops` added."""
     if "onnx2torch" not in sys.modules:
         _register_newer_ops(_import_onnx2torch())
+        # onnx2torch 1.5's Slice indexes with a list (a torch deprecation warning on every
+        # forward); the result is right, the noise would reach the user's terminal.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"onnx2torch\.")
     return sys.modules["onnx2torch"]
 
 
