@@ -132,7 +132,9 @@ def _naswot_from(kernel) -> float:
     import torch
 
     sign, logdet = torch.linalg.slogdet(kernel.double())
-    return math.nan if float(sign) == 0 else _finite(logdet)
+    # K has integer entries, so a nonsingular K has |det K| >= 1: a log below 0 is a
+    # singular K seen through rounding (identical codes, fewer code bits than samples).
+    return math.nan if float(sign) == 0 or float(logdet) < -0.5 else _finite(logdet)
 
 
 def _jacov_from(jacobians) -> float:
@@ -392,8 +394,8 @@ def proxies_for_onnx(source, batch=None, seed: int = 0, *, reinit: bool = True,
     ``reinit`` (default) re-initialises the weights with seeded torch defaults, so a
     trained file is scored at initialisation like the training records; ``reinit=False``
     keeps the file's weights. A file that cannot be converted is not an error: the
-    result has ``converted=False``, the parameter count from its initializers, ``nan``
-    for the rest and a note. Unreadable or hostile files raise ``ModelError``.
+    result has ``converted=False``, the weight count from the file, NASWOT from
+    onnxruntime (forward only; ``nan`` if that fails too), ``nan`` for the rest and a note. Unreadable or hostile files raise ``ModelError``.
     """
     from einnas.errors import ConversionError
     from einnas.surrogate.convert import convert_onnx, reinitialise, weight_count
@@ -405,6 +407,8 @@ def proxies_for_onnx(source, batch=None, seed: int = 0, *, reinit: bool = True,
         values = {n: math.nan for n in names}
         if "params" in values:
             values["params"] = float(weight_count(source))
+        if "naswot" in values:
+            values["naswot"] = _naswot_without_torch(source, batch, seed, batch_size, batch_name)
         return ProxyResult(values, False, f"not converted to torch: {reason}; scored without gradient proxies")
     if reinit:
         reinitialise(conv.module, seed)
@@ -415,3 +419,26 @@ def proxies_for_onnx(source, batch=None, seed: int = 0, *, reinit: bool = True,
     if conv.batch == "per-sample":
         note = "fixed-batch file run sample by sample (batch-norm statistics per sample)"
     return ProxyResult(values, True, note, conv.input_shape, conv.num_classes, conv.batch)
+
+
+def _naswot_without_torch(source, batch, seed: int, batch_size: int, batch_name: str) -> float:
+    """NASWOT in onnxruntime for a file onnx2torch cannot convert (``nan`` if that fails too)."""
+    from einnas.errors import ConversionError
+    from einnas.surrogate.convert import _graph_input
+    from einnas.surrogate.onnx_io import read_model
+    from einnas.surrogate.ort_proxies import naswot_onnxruntime
+
+    model = read_model(source)
+    try:
+        _, dims = _graph_input(model, "model")
+    except ConversionError:
+        return math.nan
+    shape = tuple(int(d.dim_value) for d in dims[1:])
+    if batch is None:
+        x, _ = synthetic_batch(shape, 2, batch_size, seed)
+    else:
+        x, _ = check_batch(batch, shape, 1 + int(max(batch[1])), batch_name)  # labels do not matter here
+    try:
+        return naswot_onnxruntime(model, x)
+    except Exception:  # onnxruntime cannot run it either
+        return math.nan

@@ -87,6 +87,8 @@ def test_naswot_hooks_every_kind_of_activation_module():
     assert got["naswot"] == pytest.approx(float(np.linalg.slogdet(k.numpy())[1]), rel=1e-9)
     bare = nn.Sequential(nn.Flatten(), nn.Linear(6, CLASSES))  # no activation at all: no codes
     assert math.isnan(compute_proxies(bare, SHAPE, CLASSES, names=("naswot",))["naswot"])
+    narrow = nn.Sequential(nn.Flatten(), nn.ReLU())  # 6 code bits for 32 samples: K is singular
+    assert math.isnan(compute_proxies(narrow, SHAPE, 6, names=("naswot",))["naswot"])
 
 
 def test_deterministic_for_a_seed_and_seed_matters():
@@ -268,6 +270,24 @@ def test_a_file_that_cannot_be_converted_is_scored_without_proxies():
     assert "\n" not in result.note
     assert result.values["params"] == 36  # the weights, counted from the file
     assert all(math.isnan(result.values[n]) for n in PROXY_NAMES if n != "params")
+
+
+def test_naswot_runs_in_onnxruntime_when_torch_cannot():
+    from onnx import helper
+
+    model = _tiny_onnx()
+    # an AveragePool with asymmetric padding: onnx2torch 1.5 refuses it, onnxruntime runs it
+    pool = helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], pads=[0, 0, 1, 1])
+    model.graph.node.insert(0, pool)
+    model.graph.node[1].input[0] = "p"
+    result = proxies_for_onnx(model, batch_size=8)
+    assert not result.converted and "not converted to torch" in result.note
+    x, _ = synthetic_batch((3, 2, 2), 2, 8, 0)
+    h = F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, stride=1)  # the Relu's input, up to a positive factor
+    c = (h.reshape(8, -1) > 0).double()
+    k = c @ c.T + (1 - c) @ (1 - c).T
+    assert result.values["naswot"] == pytest.approx(float(np.linalg.slogdet(k.numpy())[1]), rel=1e-9)
+    assert math.isnan(result.values["snip"])
 
 
 def test_hostile_or_broken_files_are_errors(tmp_path):
