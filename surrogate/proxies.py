@@ -165,9 +165,10 @@ def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> N
         def hook(mod, inputs):
             t = inputs[0] if inputs else None
             if isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == n:
-                c = (t.detach() > 0).reshape(n, -1).float()
-                k = c @ c.T + (1 - c) @ (1 - c).T
-                kernel.append(k.double())
+                # With z = ±1 codes, z zᵀ = agreements − disagreements, so
+                # c cᵀ + (1−c)(1−c)ᵀ (the agreements) = (z zᵀ + bits) / 2: one matmul, not two.
+                z = (t.detach() > 0).reshape(n, -1).float().mul_(2).sub_(1)
+                kernel.append((z @ z.T + z.shape[1]).double() / 2)
 
         hooks = [m.register_forward_pre_hook(hook) for m in module.modules() if isinstance(m, classes)]
     module.train(train_mode)
@@ -215,25 +216,32 @@ def _synflow(module, input_shape, out: dict, count_flops: bool) -> None:
     FLOPs are counted on the same batch-of-one forward when asked (they do not depend
     on the weights' values or dtype)."""
     import contextlib
-    import copy
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = copy.deepcopy(module).double()
-    net.eval()
-    params = [p for p in net.parameters() if p.requires_grad]
-    with torch.no_grad():
-        for p in params:
-            p.abs_()
-    counter = FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
-    with counter:
-        r = _logits(net(torch.ones(1, *input_shape, dtype=torch.float64))).sum()
-    if count_flops:
-        out["flops"] = float(counter.get_total_flops())
-    grads = torch.autograd.grad(r, params, allow_unused=True)
-    with torch.no_grad():
-        out["synflow"] = _finite(sum(float((p * g).sum()) for p, g in zip(params, grads) if g is not None))
+    # float64 |θ| copies swapped into the module's own tensors (cheaper than deepcopy of
+    # the module tree); the original tensors are swapped back whatever happens.
+    swapped = [(t, t.data) for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    try:
+        with torch.no_grad():
+            for t, data in swapped:
+                t.data = data.to(torch.float64, copy=True)
+            params = [p for p in module.parameters() if p.requires_grad]
+            for p in params:
+                p.data.abs_()
+        module.eval()
+        counter = FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
+        with counter:
+            r = _logits(module(torch.ones(1, *input_shape, dtype=torch.float64))).sum()
+        if count_flops:
+            out["flops"] = float(counter.get_total_flops())
+        grads = torch.autograd.grad(r, params, allow_unused=True)
+        with torch.no_grad():
+            out["synflow"] = _finite(sum(float((p * g).sum()) for p, g in zip(params, grads) if g is not None))
+    finally:
+        for t, data in swapped:
+            t.data = data
 
 
 def _flops(module, input_shape) -> float:

@@ -136,8 +136,8 @@ class NoDouble(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.lin, self.act = nn.Linear(6, 16), nn.ReLU()
-        self.out = nn.Linear(16, CLASSES)
+        self.lin, self.act = nn.Linear(6, 64), nn.ReLU()
+        self.out = nn.Linear(64, CLASSES)
 
     def forward(self, x):
         if x.dtype == torch.float64:
