@@ -351,3 +351,17 @@ def test_same_values_in_a_fresh_process(exported):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     here = proxies_for_onnx(path, seed=3).values
     assert json.loads(out) == pytest.approx(here, rel=1e-9) and here["snip"] > 0
+
+
+def test_conversion_works_beside_a_broken_torchvision(tmp_path, exported):
+    # PyPI's torchvision wheel is built for CUDA torch and fails at import beside CPU
+    # torch; onnx2torch imports it. The converter must work all the same.
+    fake = tmp_path / "fake" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    _, path = exported
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from einnas.surrogate.convert import convert_onnx; "
+            "c = convert_onnx(sys.argv[2]); print(c.batch, c.num_classes, 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fake"), str(path)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["dynamic", "5", "False"]
