@@ -26,3 +26,8 @@ __all__ = [
     "load_predictor", "load_records", "numeric_features", "rank_metrics", "read_onnx_folder", "read_records",
     "segments", "split_of",
 ]
+
+# Zero-cost proxies (issue 10.3; see einnas.surrogate.proxies)
+from einnas.surrogate.proxies import PROXY_NAMES, ProxyResult, compute_proxies, proxies_for_arch, proxies_for_onnx  # noqa: E402
+
+__all__ += ["PROXY_NAMES", "ProxyResult", "compute_proxies", "proxies_for_arch", "proxies_for_onnx"]
