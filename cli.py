@@ -341,7 +341,10 @@ class Search(Command):
         parser.add_argument("--population", type=positive_int, help="RE population (default: a third of --trials, 4 to 100)")
         parser.add_argument("--tournament", type=positive_int, help="RE tournament size (default: 30%% of the population, 2 to 10)")
         parser.add_argument("--epochs", type=positive_int, help="training epochs per candidate (default 8)")
-        parser.add_argument("--seconds", type=_positive_float, help="time budget per candidate; slower ones fail with reason timeout (default 10)")
+        parser.add_argument("--seconds", type=_positive_float, help="time budget per candidate; slower ones fail with reason timeout (default: scaled to the dataset, at least 10)")
+        parser.add_argument("--no-prune", action="store_true", help="train every candidate to the full budget (default: multi-fidelity, successive halving at epochs 1, 3, ...)")
+        parser.add_argument("--eta", type=positive_int, help="multi-fidelity: keep the best 1/ETA of the candidates at each rung (default 3)")
+        parser.add_argument("--min-epochs", type=positive_int, help="multi-fidelity: epochs of the first rung (default 1)")
         parser.add_argument("--batch-size", type=positive_int, help="(default 256)")
         parser.add_argument("--lr", type=_positive_float, help="(default 0.04)")
         parser.add_argument("--max-params", type=positive_int, help="largest candidate, parameters (default 1,000,000)")
@@ -377,7 +380,7 @@ class Search(Command):
             study_name=args.study_name, out=args.out, surrogate=args.surrogate, evaluator=args.evaluator,
             candidates=args.candidates, kappa=args.kappa, refit_every=args.refit_every,
             device=args.device, threads=args.threads, grammar=args.grammar, plugins=tuple(args.plugin),
-            final=not args.no_final,
+            final=not args.no_final, prune=not args.no_prune, eta=args.eta, min_epochs=args.min_epochs,
         )
         runner = Runner(SearchConfig(**{k: v for k, v in given.items() if v is not None}))
         if not args.quiet:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from einnas.errors import UsageError
 from einnas.search import assisted
+from einnas.search.fidelity import DEFAULT_ETA, DEFAULT_MIN_EPOCHS, Rungs
 from einnas.search.loop import Progress, WorkerStats, run_worker
 from einnas.search.records import StudyView
 from einnas.search.storage import (
@@ -32,7 +33,12 @@ from einnas.search.storage import (
 # Defaults sized so that `einnas search --dataset digits --trials 30` (training, final
 # retrain and export) takes a few minutes on two CPU cores.
 DEFAULT_EPOCHS = 8  # einspace's search epochs
-DEFAULT_SECONDS = 10.0  # per candidate; slower candidates fail with reason timeout (most fail after epoch 1)
+DEFAULT_SECONDS = 10.0  # the least per-candidate budget; see default_seconds()
+# Seconds per (training sample x input element x epoch) on one thread of a busy 2-core
+# machine, measured with the hand-designed 6-layer CNN on mnist5k (the kind of candidate
+# that wins there): the automatic budget lets such a network finish its epochs.
+BUDGET_PER_ELEMENT = 6.0e-6
+MAX_AUTO_SECONDS = 600.0
 DEFAULT_MAX_PARAMS = 1_000_000  # sampled and mutated candidates stay below this
 DEFAULT_MAX_ACTIVATIONS = 250_000  # elements per sample; at batch 256 that is ~256 MB of float32
 DEFAULT_FINAL_FACTOR = 4  # final retrain epochs = 4 x search epochs (einspace: 8x, at a GPU's pace)
@@ -51,7 +57,10 @@ class SearchConfig:
     population: int | None = None  # None: scaled to the budget (einspace: 100)
     tournament: int | None = None  # None: scaled to the budget (einspace: 10)
     epochs: int = DEFAULT_EPOCHS
-    seconds: float | None = DEFAULT_SECONDS
+    seconds: float | None = None  # None: default_seconds() for the dataset and epochs
+    prune: bool = True  # multi-fidelity: successive halving over the training curve (fidelity.py)
+    eta: int = DEFAULT_ETA  # keep the best 1/eta at each rung
+    min_epochs: int = DEFAULT_MIN_EPOCHS  # the first rung
     batch_size: int = 256  # einspace's
     lr: float = 0.04
     # None: the defaults above, raised to fit the --init seeds (1.25 x the largest)
@@ -83,7 +92,7 @@ class SearchConfig:
         if self.trials is None and self.timeout is None:
             raise UsageError("give --trials N, --timeout SECONDS or both")
         for name in ("trials", "epochs", "batch_size", "max_params", "max_activations", "population",
-                     "tournament", "final_epochs"):
+                     "tournament", "final_epochs", "min_epochs"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, not {value}")
@@ -91,6 +100,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise UsageError(f"--{name} must be positive, not {value}")
+        if self.eta < 2:
+            raise UsageError(f"--eta must be 2 or more (keep the best 1/eta at each rung), not {self.eta}")
         if self.strategy not in ("re", "random"):
             raise UsageError(f"--strategy {self.strategy!r}: expected re or random")
         if self.strategy == "random" and self.init not in (None, "random"):
@@ -134,6 +145,39 @@ class SearchOutcome:
     view: StudyView
     report: dict | None = None
     files: dict = field(default_factory=dict)
+
+
+def default_seconds(dataset, epochs: int) -> float:
+    """The per-candidate budget when ``--seconds`` is not given: proportional to the work
+    of an epoch (training samples x input elements) and the epochs, at least
+    :data:`DEFAULT_SECONDS`. digits and mnist1d get 10 s for 8 epochs; mnist5k (3,000
+    images of 28x28) gets 113 s, enough for a 6-layer CNN on one thread of a busy machine."""
+    import math
+
+    n_train = len(dataset.train[1])
+    work = n_train * math.prod(dataset.input_shape) * epochs
+    return float(min(MAX_AUTO_SECONDS, max(DEFAULT_SECONDS, round(BUDGET_PER_ELEMENT * work))))
+
+
+def check_budget(dataset, config, device) -> None:
+    """Refuse (:class:`UsageError`) a time budget in which not even a linear classifier can
+    train its epochs on this dataset (measured here, one epoch, before the search starts)."""
+    import math
+
+    import torch
+
+    from einnas.evaluate import train
+
+    if config.seconds is None:
+        return
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(dataset.input_shape), dataset.num_classes))
+    result = train(model, dataset, replace(config, epochs=1, seconds=None, max_params=None), device=device)
+    needed = result.seconds * config.epochs
+    if needed > config.seconds:
+        raise UsageError(
+            f"--seconds {config.seconds:g}: too small for any candidate on {dataset.name}: a linear classifier "
+            f"alone needs {needed:.2g} s for {config.epochs} epochs here (give more --seconds or fewer --epochs)"
+        )
 
 
 def _fit(default: int, sizes: list[int]) -> int:
@@ -189,10 +233,14 @@ class Search:
             strategy = RegularisedEvolution(self.space, population, tournament, seeds)
         else:
             strategy = RandomSampling(self.space)
+        seconds = config.seconds if config.seconds is not None else default_seconds(self.dataset, config.epochs)
         self.train_config = TrainConfig(
-            epochs=config.epochs, seconds=config.seconds, batch_size=config.batch_size, lr=config.lr,
+            epochs=config.epochs, seconds=seconds, batch_size=config.batch_size, lr=config.lr,
             max_params=limits.max_params, threads=config.threads,
         )
+        self.rungs = Rungs(config.epochs, config.min_epochs, config.eta) if config.prune else None
+        if self.rungs is not None and not self.rungs.active:
+            self.rungs = None  # no rung below the full budget (e.g. --epochs 1)
         if config.evaluator == "surrogate":
             evaluator = assisted.make_evaluator(config.surrogate, space=self.space, dataset=self.dataset)
         else:
@@ -216,8 +264,11 @@ class Search:
             "dataset": self.dataset.name, "input_shape": list(self.dataset.input_shape),
             "num_classes": self.dataset.num_classes, "seed": config.seed, "limits": limits.as_dict(),
             **strategy.settings(), **evaluator.settings(), "surrogate": config.surrogate,
+            "fidelity": self.rungs.settings() if self.rungs is not None and evaluator.reports else None,
             "version": _version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
+        if evaluator.reports:
+            check_budget(self.dataset, self.train_config, evaluator.device)
         storage = open_storage(
             self.storage_spec, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
         )
@@ -230,6 +281,7 @@ class Search:
         stats = run_worker(
             self.study, self.strategy, self.evaluator, seed=c.seed, trials=c.trials, timeout=c.timeout,
             progress=progress, heartbeat_interval=c.heartbeat_interval, grace_period=c.grace_period,
+            rungs=self.rungs,
         )
         outcome = SearchOutcome(self.study_name, self.storage_shown, self.out_dir, stats, StudyView.of(self.study))
         if finish:
