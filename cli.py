@@ -359,7 +359,8 @@ class Search(Command):
         parser.add_argument("--kappa", type=float, default=0.0, help="with --surrogate: rank by predicted mean + KAPPA x ensemble std (default 0)")
         parser.add_argument("--refit-every", type=int, default=0, metavar="K", help="with --surrogate: refit a predictor on the study's trained trials every K of them and blend it in (default 0: never)")
         parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
-        parser.add_argument("--threads", type=positive_int, help="torch CPU threads while training (default 1: run a worker per core)")
+        parser.add_argument("--threads", type=positive_int, help="torch CPU threads per worker while training (default 1; the final retrain uses every core)")
+        parser.add_argument("--workers", type=positive_int, metavar="N", help="worker processes on the study, one progress display (default: the cores)")
         parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
@@ -379,7 +380,7 @@ class Search(Command):
             max_activations=args.max_activations, final_epochs=args.final_epochs, storage=args.storage,
             study_name=args.study_name, out=args.out, surrogate=args.surrogate, evaluator=args.evaluator,
             candidates=args.candidates, kappa=args.kappa, refit_every=args.refit_every,
-            device=args.device, threads=args.threads, grammar=args.grammar, plugins=tuple(args.plugin),
+            device=args.device, threads=args.threads, workers=args.workers, grammar=args.grammar, plugins=tuple(args.plugin),
             final=not args.no_final, prune=not args.no_prune, eta=args.eta, min_epochs=args.min_epochs,
         )
         runner = Runner(SearchConfig(**{k: v for k, v in given.items() if v is not None}))
@@ -388,7 +389,8 @@ class Search(Command):
             print(f"study {runner.study_name} in {runner.storage_shown}", file=sys.stderr)
             print(f"{runner.dataset.describe()}; strategy {s.get('strategy')}"
                   + (f" (population {s['population']}, tournament {s['tournament']}, init {s['init']})" if "population" in s else "")
-                  + f"; {s.get('evaluator')}", file=sys.stderr)
+                  + f"; {s.get('evaluator')}; {runner.workers} worker(s), {runner.train_config.seconds:g} s per candidate"
+                  + (f", rungs at epochs {s['fidelity']['rungs']}" if s.get("fidelity") else ""), file=sys.stderr)
         with SearchProgress(args.trials, quiet=args.quiet) as progress:
             outcome = runner.run(progress=progress, finish=False)
         if not args.quiet and not args.no_final and outcome.view.best is not None:
@@ -399,8 +401,9 @@ class Search(Command):
             print(json.dumps(report, indent=2))
             return 0 if report["best"] else 1
         t = report["trials"]
-        print(f"study {outcome.study_name}: {t['counted']} trials evaluated ({t['completed']} scored, {t['failed']} failed), "
-              f"this worker {outcome.stats.evaluated} in {outcome.stats.seconds:.1f} s")
+        print(f"study {outcome.study_name}: {t['counted']} trials evaluated ({t['completed']} scored, "
+              + (f"{t['pruned']} pruned, " if t.get("pruned") else "") + f"{t['failed']} failed), "
+              f"{outcome.workers} worker(s), {outcome.stats.seconds:.1f} s")
         rows = [dict(row, val_acc=_pct(row["val_acc"])) for row in report["top"]]
         if rows:
             emit(rows, "table", ["rank", "trial", "val_acc", "params", "archid", "origin"])

@@ -137,7 +137,7 @@ def build_report(
 ) -> dict:
     """The search report as plain data (what ``report.json`` holds)."""
     counts = {
-        "counted": view.counted, "completed": len(view.completed), "failed": view.failed,
+        "counted": view.counted, "completed": len(view.completed), "pruned": view.pruned, "failed": view.failed,
         "lost": sum(r.lost for r in view.records), "surplus": sum(r.status == "surplus" for r in view.records),
         "running": view.running, "waiting": view.waiting, "total": len(view.records),
     }
@@ -171,10 +171,14 @@ def report_markdown(report: dict) -> str:
         f"{s.get('seconds')} s per trial; seed {s.get('seed')}",
         f"- grammar: {s.get('grammar_path')} (sha256 {str(s.get('grammar_sha256'))[:12]}…)",
         f"- storage: `{report['storage']}`",
-        f"- trials: {t['counted']} evaluated ({t['completed']} scored, {t['failed']} failed"
+        f"- trials: {t['counted']} evaluated ({t['completed']} trained to the full budget, "
+        f"{t.get('pruned', 0)} stopped at a rung, {t['failed']} failed"
         + (f": {', '.join(f'{k} {v}' for k, v in sorted(report['failure_reasons'].items()))}" if report["failure_reasons"] else "")
         + f"), {t['lost']} lost and retried, {t['surplus']} surplus",
     ]
+    if s.get("fidelity"):
+        f = s["fidelity"]
+        lines.append(f"- multi-fidelity: successive halving, rungs at epochs {f['rungs']}, keep 1/{f['eta']}")
     if report.get("seconds") is not None:
         lines.append(f"- wall clock: {report['seconds']:.1f} s")
     best = report["best"]

@@ -25,6 +25,7 @@ from einnas.errors import UsageError
 from einnas.search import assisted
 from einnas.search.fidelity import DEFAULT_ETA, DEFAULT_MIN_EPOCHS, Rungs
 from einnas.search.loop import Progress, WorkerStats, run_worker
+from einnas.search.parallel import Workers, machine_cores
 from einnas.search.records import StudyView
 from einnas.search.storage import (
     GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study,
@@ -71,6 +72,7 @@ class SearchConfig:
     # threads, and on a busy 2-core machine one thread made the main job 2-3x faster
     # (measured: 30 trials in 80 s instead of 268 s). Run one worker per core instead.
     threads: int | None = 1
+    workers: int | None = None  # worker processes of this command on the study; None: the cores
     storage: str | None = None  # journal file path or database URL; None: <out>/study.journal
     study_name: str | None = None  # None: <dataset>-<strategy>[-<init>]-s<seed>
     out: str | None = None  # None: runs/<study name>
@@ -92,7 +94,7 @@ class SearchConfig:
         if self.trials is None and self.timeout is None:
             raise UsageError("give --trials N, --timeout SECONDS or both")
         for name in ("trials", "epochs", "batch_size", "max_params", "max_activations", "population",
-                     "tournament", "final_epochs", "min_epochs"):
+                     "tournament", "final_epochs", "min_epochs", "workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, not {value}")
@@ -145,6 +147,7 @@ class SearchOutcome:
     view: StudyView
     report: dict | None = None
     files: dict = field(default_factory=dict)
+    workers: int = 1  # processes this command ran on the study
 
 
 def default_seconds(dataset, epochs: int) -> float:
@@ -275,15 +278,28 @@ class Search:
         self.study = open_study(storage, self.study_name, self.settings, seed=config.seed, shown=self.storage_shown)
         self.settings = dict(self.study.user_attrs.get("einnas", self.settings))
 
+    @property
+    def workers(self) -> int:
+        """Worker processes this command runs on the study (``--workers``, default the cores)."""
+        return self.config.workers or machine_cores()
+
     def run(self, progress: Progress | None = None, finish: bool = True) -> SearchOutcome:
-        """Run this worker's trials; then (``finish``) write the final results."""
+        """Run the trials with :attr:`workers` processes (this one and ``workers - 1``
+        started here, see ``parallel.py``); then (``finish``) write the final results."""
         c = self.config
-        stats = run_worker(
-            self.study, self.strategy, self.evaluator, seed=c.seed, trials=c.trials, timeout=c.timeout,
-            progress=progress, heartbeat_interval=c.heartbeat_interval, grace_period=c.grace_period,
-            rungs=self.rungs,
-        )
-        outcome = SearchOutcome(self.study_name, self.storage_shown, self.out_dir, stats, StudyView.of(self.study))
+        began = time.monotonic()
+        workers = self.workers
+        if c.trials is not None and StudyView.of(self.study).counted >= c.trials:
+            workers = 1  # nothing left to do: no processes to start
+        with Workers(c, workers):
+            stats = run_worker(
+                self.study, self.strategy, self.evaluator, seed=c.seed, trials=c.trials, timeout=c.timeout,
+                progress=progress, heartbeat_interval=c.heartbeat_interval, grace_period=c.grace_period,
+                rungs=self.rungs,
+            )
+        stats.seconds = time.monotonic() - began  # until the last worker stopped
+        outcome = SearchOutcome(self.study_name, self.storage_shown, self.out_dir, stats, StudyView.of(self.study),
+                                workers=workers)
         if finish:
             self.finish(outcome)
         return outcome
@@ -298,8 +314,9 @@ class Search:
         files: dict = {}
         final = None
         if c.final and view.best is not None:
+            # One model now, so the final retrain may use every core.
             config = replace(self.train_config, epochs=c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs,
-                             seconds=None, max_params=None)
+                             seconds=None, max_params=None, threads=max(c.threads or 1, machine_cores()))
             final = retrain_best(view, self.space, self.dataset, config, seed=c.seed, device=c.device,
                                  onnx_path=out / "best.onnx", metadata={"study": self.study_name})
             if final is not None and final.onnx:
@@ -311,5 +328,6 @@ class Search:
         seconds = outcome.stats.seconds + (time.monotonic() - start)
         report = build_report(view, study_name=self.study_name, storage=self.storage_shown, settings=self.settings,
                               final=final, files=files, seconds=seconds, top=c.top)
+        report["workers"] = outcome.workers
         write_report(report, out)
         outcome.report, outcome.files = report, files

@@ -126,7 +126,7 @@ def test_cli_search_with_the_surrogate_evaluator(predictor_dir, tmp_path, capsys
     from einnas.cli import main
 
     code = main(["search", "--dataset", "digits", "--trials", "5", "--seed", "1", "--evaluator", "surrogate",
-                 "--surrogate", str(predictor_dir), "--no-final", "--out", str(tmp_path / "run"), "-q",
+                 "--surrogate", str(predictor_dir), "--no-final", "--out", str(tmp_path / "run"), "-q", "--workers", "1",
                  "--max-params", "50000", "--max-activations", "20000"])
     assert code == 0, capsys.readouterr().err
     assert "predicted" in (tmp_path / "run" / "report.json").read_text()
@@ -138,7 +138,7 @@ def test_cli_assisted_training_search_records_its_tuning_and_refuses_other_tunin
     from einnas.cli import main
 
     base = ["search", "--dataset", "digits", "--trials", "10", "--seed", "2", "--surrogate", str(predictor_dir),
-            "--no-final", "--out", str(tmp_path / "run"), "-q", "-f", "json", "--epochs", "1", "--threads", "1",
+            "--no-final", "--out", str(tmp_path / "run"), "-q", "-f", "json", "--epochs", "1", "--threads", "1", "--workers", "1",
             "--max-params", "30000", "--max-activations", "8000"]
     code = main([*base, "--candidates", "3", "--refit-every", "4", "--kappa", "0.5"])
     captured = capsys.readouterr()
@@ -164,7 +164,7 @@ def test_cli_main_job_path_with_the_shipped_predictor(tmp_path, capsys):
     from einnas.surrogate.score import load_predictor
 
     code = main(["search", "--dataset", "digits", "--trials", "5", "--seed", "0", "--surrogate", "default",
-                 "--candidates", "4", "--final-epochs", "1", "--out", str(tmp_path / "run"), "-q", "-f", "json",
+                 "--candidates", "4", "--final-epochs", "1", "--out", str(tmp_path / "run"), "-q", "-f", "json", "--workers", "1",
                  "--epochs", "1", "--threads", "1", "--max-params", "30000", "--max-activations", "8000"])
     captured = capsys.readouterr()
     assert code == 0, captured.err

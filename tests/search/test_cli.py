@@ -15,7 +15,7 @@ from einnas.search import StudyView, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Tiny candidates and one epoch keep each trial around a second on two cores.
-FAST = ["--epochs", "1", "--seconds", "30", "--threads", "1", "--max-params", "30000", "--max-activations", "8000"]
+FAST = ["--workers", "1", "--epochs", "1", "--seconds", "30", "--threads", "1", "--max-params", "30000", "--max-activations", "8000"]
 
 
 def einnas(*args, cwd, timeout=400, check=True):
