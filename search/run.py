@@ -83,8 +83,8 @@ class SearchConfig:
     surrogate: str = "none"  # none | default | PATH (einnas.search.assisted)
     evaluator: str = "train"  # train | surrogate
     candidates: int = assisted.DEFAULT_CANDIDATES  # proposals the predictor ranks per trained trial
-    kappa: float = 0.0  # rank by mean + kappa * std of the ensemble
-    refit_every: int = 0  # >0: refit a predictor on the study's trained trials every k of them
+    kappa: float | None = None  # rank by mean + kappa * std of the ensemble; None: assisted.DEFAULT_KAPPA
+    refit_every: int | None = None  # refit on the study's trained trials every k (0: never); None: the default
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD
     top: int = 10  # rows of the results table
@@ -114,11 +114,12 @@ class SearchConfig:
             raise UsageError("--evaluator surrogate needs a predictor: --surrogate default or --surrogate PATH")
         if self.candidates < 1:
             raise UsageError(f"--candidates must be positive, not {self.candidates}")
-        if self.refit_every < 0:
+        if self.refit_every is not None and self.refit_every < 0:
             raise UsageError(f"--refit-every must be 0 (never) or positive, not {self.refit_every}")
-        if not math.isfinite(self.kappa):
+        if self.kappa is not None and not math.isfinite(self.kappa):
             raise UsageError(f"--kappa must be a finite number, not {self.kappa}")
-        if self.surrogate == "none" and (self.candidates != assisted.DEFAULT_CANDIDATES or self.kappa or self.refit_every):
+        if self.surrogate == "none" and (self.candidates != assisted.DEFAULT_CANDIDATES or self.kappa is not None
+                                         or self.refit_every is not None):
             raise UsageError("--candidates, --kappa and --refit-every tune surrogate-assisted proposals: "
                              "give --surrogate default or --surrogate PATH")
         if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.study_name):
@@ -250,8 +251,10 @@ class Search:
             evaluator = TrainingEvaluator(self.dataset, self.train_config, device=config.device)
         if config.surrogate != "none":
             strategy = assisted.make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed,
-                                              candidates=config.candidates, kappa=config.kappa,
-                                              refit_every=config.refit_every)
+                                              candidates=config.candidates,
+                                              kappa=assisted.DEFAULT_KAPPA if config.kappa is None else config.kappa,
+                                              refit_every=assisted.DEFAULT_REFIT_EVERY if config.refit_every is None
+                                              else config.refit_every)
         self.strategy, self.evaluator = strategy, evaluator
 
         label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name
@@ -277,6 +280,8 @@ class Search:
         )
         self.study = open_study(storage, self.study_name, self.settings, seed=config.seed, shown=self.storage_shown)
         self.settings = dict(self.study.user_attrs.get("einnas", self.settings))
+        if hasattr(strategy, "study"):
+            strategy.study = self.study  # the assisted strategy notes its refits on the study
 
     @property
     def workers(self) -> int:
