@@ -390,7 +390,8 @@ class Search(Command):
             print(f"{runner.dataset.describe()}; strategy {s.get('strategy')}"
                   + (f" (population {s['population']}, tournament {s['tournament']}, init {s['init']})" if "population" in s else "")
                   + f"; {s.get('evaluator')}; {runner.workers} worker(s), {runner.train_config.seconds:g} s per candidate"
-                  + (f", rungs at epochs {s['fidelity']['rungs']}" if s.get("fidelity") else ""), file=sys.stderr)
+                  + (f", rungs at epochs {s['fidelity']['rungs']}" if s.get("fidelity") else "")
+                  + (f"; stops after {runner.config.timeout:g} s" if runner.config.timeout else ""), file=sys.stderr)
         with SearchProgress(args.trials, quiet=args.quiet) as progress:
             outcome = runner.run(progress=progress, finish=False)
         if not args.quiet and not args.no_final and outcome.view.best is not None:
