@@ -70,8 +70,13 @@ class Workers:
                         os.kill(proc.pid, signal.SIGINT)
                     except OSError:
                         pass
+        import sys
+
         for proc in self.procs:
             proc.join(timeout=None if kind is None else 30)
             if proc.is_alive():  # a lost trial: the next run fails and retries it
                 proc.terminate()
                 proc.join(5)
+            elif kind is None and proc.exitcode:
+                print(f"einnas search: worker process {proc.pid} exited with status {proc.exitcode}",
+                      file=sys.stderr)

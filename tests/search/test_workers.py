@@ -20,7 +20,7 @@ def test_default_workers_are_the_cores_with_one_display(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["workers"] == machine_cores() and report["trials"]["counted"] == 8
-    assert f"{machine_cores()} worker(s)" in proc.stdout
+    assert f"{machine_cores()} worker(s)" in proc.stdout and "worker process" not in proc.stderr
     # one display: each trial of the study is shown once, numbered 1..8, by this process
     shown = re.findall(r"^\[(\d+)/8\] trial (\d+) ", proc.stderr, flags=re.M)
     assert sorted(int(k) for k, _ in shown) == list(range(1, 9))
