@@ -436,13 +436,15 @@ class Trials(Command):
 
         study, _ = open_existing(args.storage, args.study_name)
         records = list(StudyView.of(study).records)
-        if args.sort == "value":
-            records.sort(key=lambda r: (r.value is None, -(r.value or 0.0), r.number))
+        if args.sort == "value":  # full-budget candidates first, then pruned ones by rung and accuracy there
+            records.sort(key=lambda r: (r.fitness is None, tuple(-x for x in r.fitness or ()), r.number))
         records = records[: args.limit] if args.limit else records
         if args.format == "json":
             print(json.dumps([r.as_dict() for r in records], indent=2))
             return 0
-        rows = [dict(r.as_dict(), value=_pct(r.value), reason=r.reason or "") for r in records]
+        rows = [dict(r.as_dict(), reason=r.reason or "",
+                     value=f"({_pct(r.attrs.get('rung_value'))} at epoch {len(r.attrs.get('curve') or [])})"
+                     if r.pruned else _pct(r.value)) for r in records]
         emit(rows, "table", ["number", "status", "value", "params", "archid", "origin", "parent", "reason", "seconds"]
              + (["arch"] if args.arch else []))
         return 0

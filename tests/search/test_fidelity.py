@@ -140,3 +140,23 @@ def test_tournament_compares_at_the_same_fidelity(fake, members, winner):
     strategy = RegularisedEvolution(space, population=3, tournament=30)
     proposal = strategy.propose(StudyView(records), 3, random.Random(1))
     assert proposal.origin == "mutation" and proposal.parent == winner
+
+
+def test_trials_and_best_read_a_study_with_pruned_trials(fake, tmp_path, capsys):
+    from einnas.cli import main
+
+    path = tmp_path / "s.journal"
+    study, _, _ = _run(fake, path, trials=12)
+    view = StudyView.of(study)
+    assert main(["trials", "--storage", str(path), "--sort", "value", "-f", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 12
+    statuses = [r["status"] for r in rows]
+    full = sum(s == "ok" for s in statuses)
+    assert full == len(view.completed) and statuses[:full] == ["ok"] * full  # full-budget ones first
+    pruned = [r for r in rows if r["status"].startswith("pruned")]
+    assert len(pruned) == view.pruned and all(r["rung_value"] is not None and r["value"] is None for r in pruned)
+    levels = [(r["rung"], r["rung_value"]) for r in pruned]
+    assert levels == sorted(levels, reverse=True)  # then by rung and the accuracy there
+    assert main(["best", "--storage", str(path), "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["number"] == view.best.number
