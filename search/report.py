@@ -95,7 +95,8 @@ def plot_history(view: StudyView, path: Path, title: str = "") -> None:
 
     done = [r for r in view.records if r.counted]
     ok = [r for r in done if r.value is not None]
-    failed = [r for r in done if r.value is None]
+    pruned = [r for r in done if r.pruned]
+    failed = [r for r in done if r.value is None and not r.pruned]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if ok:
         ax.scatter([r.number for r in ok], [r.value for r in ok], s=16, color="tab:blue", label="trial (validation accuracy)")
@@ -107,6 +108,9 @@ def plot_history(view: StudyView, path: Path, title: str = "") -> None:
                 xs.append(r.number)
                 ys.append(best)
         ax.step(xs, ys, where="post", color="tab:red", label="best so far")
+    if pruned:
+        ax.scatter([r.number for r in pruned], [r.attrs.get("rung_value") or 0.0 for r in pruned], s=10,
+                   color="tab:orange", alpha=0.6, label=f"stopped at a rung ({len(pruned)}), accuracy there")
     if failed:
         ax.scatter([r.number for r in failed], [0.0] * len(failed), marker="x", s=16, color="tab:gray",
                    label=f"failed ({len(failed)})")
