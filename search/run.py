@@ -25,7 +25,7 @@ from einnas.errors import UsageError
 from einnas.search import assisted
 from einnas.search.fidelity import DEFAULT_ETA, DEFAULT_MIN_EPOCHS, Rungs
 from einnas.search.loop import Progress, WorkerStats, run_worker
-from einnas.search.parallel import Workers, machine_cores
+from einnas.search.parallel import Workers, free_cores, machine_cores
 from einnas.search.records import StudyView
 from einnas.search.storage import (
     GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study,
@@ -339,9 +339,9 @@ class Search:
         files: dict = {}
         final = None
         if c.final and view.best is not None:
-            # One model now, so the final retrain may use every core.
+            # One model now, so the final retrain may use every core that is free.
             config = replace(self.train_config, epochs=c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs,
-                             seconds=None, max_params=None, threads=max(c.threads or 1, machine_cores()))
+                             seconds=None, max_params=None, threads=max(c.threads or 1, free_cores()))
             final = retrain_best(view, self.space, self.dataset, config, seed=c.seed, device=c.device,
                                  onnx_path=out / "best.onnx", metadata={"study": self.study_name})
             if final is not None and final.onnx:
