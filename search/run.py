@@ -323,6 +323,8 @@ class Search:
                 rungs=self.rungs,
             )
         stats.seconds = time.monotonic() - began  # until the last worker stopped
+        if progress is not None and workers > 1:
+            progress(StudyView.of(self.study), None)  # the other workers' last trials
         outcome = SearchOutcome(self.study_name, self.storage_shown, self.out_dir, stats, StudyView.of(self.study),
                                 workers=workers)
         if finish:
