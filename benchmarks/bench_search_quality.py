@@ -68,10 +68,10 @@ def best_at(journal: Path, fractions: list[float], total: float) -> list[float |
 
 
 def run_search(dataset: str, strategy: str, mf: bool, seed: int, timeout: float, folder: Path,
-               extra: list[str]) -> dict:
+               extra: list[str], epochs: int = 8) -> dict:
     out = folder / f"{dataset}-{strategy}-{'mf' if mf else 'full'}-s{seed}"
     args = ["search", "--dataset", dataset, "--timeout", str(timeout), "--seed", str(seed), "--out", str(out),
-            "-q", "-f", "json", *STRATEGIES[strategy], *([] if mf else ["--no-prune"]), *extra]
+            "--epochs", str(epochs), "-q", "-f", "json", *STRATEGIES[strategy], *([] if mf else ["--no-prune"]), *extra]
     proc = _einnas(args, folder, timeout * 3 + 1800)
     if proc.returncode not in (0, 1):
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
@@ -132,13 +132,13 @@ def main(argv=None) -> int:
             parser.error(f"--strategies: unknown {s!r} (expected {', '.join(STRATEGIES)})")
     seeds = [int(s) for s in args.seeds.split(",")]
     mfs = {"both": [True, False], "on": [True], "off": [False]}[args.mf]
-    folder = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="einnas-quality-"))
+    folder = (Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="einnas-quality-"))).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for dataset in [d for d in args.datasets.split(",") if d]:
         for strategy in strategies:
             for mf in mfs:
-                runs = [run_search(dataset, strategy, mf, seed, args.timeout, folder, args.extra.split())
+                runs = [run_search(dataset, strategy, mf, seed, args.timeout, folder, args.extra.split(), args.epochs)
                         for seed in seeds]
                 for seed, run in zip(seeds, runs):
                     print(f"# {dataset} {strategy} {'mf' if mf else 'full'} seed {seed}: {json.dumps(run)}",
