@@ -385,7 +385,10 @@ class Search(Command):
         parser.add_argument("--population", type=positive_int, help="RE population (default: a third of --trials, 4 to 100)")
         parser.add_argument("--tournament", type=positive_int, help="RE tournament size (default: 30%% of the population, 2 to 10)")
         parser.add_argument("--epochs", type=positive_int, help="training epochs per candidate (default 8)")
-        parser.add_argument("--seconds", type=_positive_float, help="time budget per candidate; slower ones fail with reason timeout (default 10)")
+        parser.add_argument("--seconds", type=_positive_float, help="time budget per candidate; slower ones fail with reason timeout (default: scaled to the dataset, at least 10)")
+        parser.add_argument("--no-prune", action="store_true", help="train every candidate to the full budget (default: multi-fidelity, successive halving at epochs 1, 3, ...)")
+        parser.add_argument("--eta", type=positive_int, help="multi-fidelity: keep the best 1/ETA of the candidates at each rung (default 3)")
+        parser.add_argument("--min-epochs", type=positive_int, help="multi-fidelity: epochs of the first rung (default 1)")
         parser.add_argument("--batch-size", type=positive_int, help="(default 256)")
         parser.add_argument("--lr", type=_positive_float, help="(default 0.04)")
         parser.add_argument("--max-params", type=positive_int,
@@ -399,10 +402,11 @@ class Search(Command):
         parser.add_argument("--surrogate", default="none", metavar="default|PATH|none", help="surrogate-assisted proposals (default none)")
         parser.add_argument("--evaluator", choices=["train", "surrogate"], default="train", help="score by training (default) or by the predictor")
         parser.add_argument("--candidates", type=positive_int, metavar="N", help="with --surrogate: proposals ranked per trained candidate (default 16)")
-        parser.add_argument("--kappa", type=float, default=0.0, help="with --surrogate: rank by predicted mean + KAPPA x ensemble std (default 0)")
-        parser.add_argument("--refit-every", type=int, default=0, metavar="K", help="with --surrogate: refit a predictor on the study's trained trials every K of them and blend it in (default 0: never)")
+        parser.add_argument("--kappa", type=float, help="with --surrogate: rank by predicted mean + KAPPA x ensemble std (default 1)")
+        parser.add_argument("--refit-every", type=int, metavar="K", help="with --surrogate: refit a predictor on the study's trained trials every K of them (from 10) and blend it in (default 10; 0: never)")
         parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
-        parser.add_argument("--threads", type=positive_int, help="torch CPU threads while training (default 1: run a worker per core)")
+        parser.add_argument("--threads", type=positive_int, help="torch CPU threads per worker while training (default 1; the final retrain uses every core)")
+        parser.add_argument("--workers", type=positive_int, metavar="N", help="worker processes on the study, one progress display (default: the cores)")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
@@ -423,8 +427,8 @@ class Search(Command):
             max_activations=args.max_activations, final_epochs=args.final_epochs, storage=args.storage,
             study_name=args.study_name, out=args.out, surrogate=args.surrogate, evaluator=args.evaluator,
             candidates=args.candidates, kappa=args.kappa, refit_every=args.refit_every,
-            device=args.device, threads=args.threads, grammar=args.grammar, plugins=tuple(args.plugin),
-            final=not args.no_final, view=args.view,
+            device=args.device, threads=args.threads, workers=args.workers, grammar=args.grammar, plugins=tuple(args.plugin),
+            final=not args.no_final, view=args.view, prune=not args.no_prune, eta=args.eta, min_epochs=args.min_epochs,
         )
         runner = Runner(SearchConfig(**{k: v for k, v in given.items() if v is not None}))
         if not args.out:
@@ -434,7 +438,9 @@ class Search(Command):
             print(f"study {runner.study_name} in {runner.storage_shown}", file=sys.stderr)
             print(f"{runner.dataset.describe()}; strategy {s.get('strategy')}"
                   + (f" (population {s['population']}, tournament {s['tournament']}, init {s['init']})" if "population" in s else "")
-                  + f"; {s.get('evaluator')}", file=sys.stderr)
+                  + f"; {s.get('evaluator')}; {runner.workers} worker(s), {runner.train_config.seconds:g} s per candidate"
+                  + (f", rungs at epochs {s['fidelity']['rungs']}" if s.get("fidelity") else "")
+                  + (f"; stops after {runner.config.timeout:g} s" if runner.config.timeout else ""), file=sys.stderr)
         with SearchProgress(args.trials, quiet=args.quiet) as progress:
             outcome = runner.run(progress=progress, finish=False)
         if not args.quiet and not args.no_final and outcome.view.best is not None:
@@ -445,8 +451,9 @@ class Search(Command):
             print(json.dumps(report, indent=2))
             return 0 if report["best"] else 1
         t = report["trials"]
-        print(f"study {outcome.study_name}: {t['counted']} trials evaluated ({t['completed']} scored, {t['failed']} failed), "
-              f"this worker {outcome.stats.evaluated} in {outcome.stats.seconds:.1f} s")
+        print(f"study {outcome.study_name}: {t['counted']} trials evaluated ({t['completed']} scored, "
+              + (f"{t['pruned']} pruned, " if t.get("pruned") else "") + f"{t['failed']} failed), "
+              f"{outcome.workers} worker(s), {outcome.stats.seconds:.1f} s")
         # with --evaluator surrogate the scores are predictions: say so in every label
         score = "predicted" if report["settings"].get("evaluator") == "predicted" else "val_acc"
         rows = [dict(row, **{score: _pct(row["val_acc"])}) for row in report["top"]]
@@ -482,13 +489,15 @@ class Trials(Command):
 
         study, _ = open_existing(args.storage, args.study_name)
         records = list(StudyView.of(study).records)
-        if args.sort == "value":
-            records.sort(key=lambda r: (r.value is None, -(r.value or 0.0), r.number))
+        if args.sort == "value":  # full-budget candidates first, then pruned ones by rung and accuracy there
+            records.sort(key=lambda r: (r.fitness is None, tuple(-x for x in r.fitness or ()), r.number))
         records = records[: args.limit] if args.limit else records
         if args.format == "json":
             print(json.dumps([r.as_dict() for r in records], indent=2))
             return 0
-        rows = [dict(r.as_dict(), value=_pct(r.value), reason=r.reason or "") for r in records]
+        rows = [dict(r.as_dict(), reason=r.reason or "",
+                     value=f"({_pct(r.attrs.get('rung_value'))} at epoch {len(r.attrs.get('curve') or [])})"
+                     if r.pruned else _pct(r.value)) for r in records]
         emit(rows, "table", ["number", "status", "value", "params", "archid", "origin", "parent", "reason", "seconds"]
              + (["arch"] if args.arch else []))
         return 0

@@ -83,6 +83,7 @@ class TrainResult:
     samples: int = 0  # training samples processed
     params: int = 0
     epochs_run: int = 0
+    stopped: bool = False  # ended early because ``progress`` asked (a multi-fidelity rung)
     device: str = "cpu"
     curve: list[EpochStats] = field(default_factory=list)
 
@@ -365,8 +366,9 @@ class _Run:
             stats = EpochStats(epoch, cfg.epochs, train_loss, val_acc, val_loss, time.perf_counter() - self.start)
             res.curve.append(stats)
             res.epochs_run = epoch
-            if self.progress is not None:
-                self.progress(stats)
+            if self.progress is not None and self.progress(stats) is True and epoch < cfg.epochs:
+                res.stopped = True  # the caller stops it here (e.g. a multi-fidelity rung)
+                break
             if epoch == 1 and cfg.epochs > 1 and cfg.seconds is not None:
                 projected = (time.perf_counter() - self.start) * cfg.epochs
                 if projected > 1.25 * cfg.seconds:
@@ -435,7 +437,9 @@ def train(
     after seeding, so the same ``seed`` gives the same initial weights and, on CPU,
     the same accuracy. ``final=True`` trains on train + valid and reports test
     accuracy; ``test=True`` also reports test accuracy in search mode. ``progress``
-    is called with an :class:`EpochStats` after every epoch.
+    is called with an :class:`EpochStats` after every epoch; when it returns True
+    training stops there with ``ok=True, stopped=True`` (the scores are those of
+    that epoch).
     """
     import torch
 

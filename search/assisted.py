@@ -9,11 +9,26 @@ features → ensemble) and returns the one with the highest ``mean + kappa * std
 Seed architectures (``--init``) pass through unranked. Like every strategy it
 keeps no search state: the same view and ``rng`` give the same proposal.
 
-With ``refit_every = k > 0`` the ranking also uses a predictor fitted on the
-study's own trained trials: on the first ``k * floor(n / k)`` of its ``n`` trained
-trials (so every worker refits on the same rows), blended with the shipped one
-in standardised score, weight ``m / (m + 50)`` for ``m`` rows. The fit is a
-cache derived from the study, not state.
+The ranking score of a proposal (higher is better) has three parts, so that the
+predictor keeps helping after its first picks instead of steering every mutation
+into one region:
+
+* **the study's own trials** (``refit_every = k``, default 10; 0 turns it off): once
+  the study has ``n >= max(k, 10)`` trained trials, a predictor is fitted on the first
+  ``k * floor(n / k)`` of them (so every worker refits on the same rows) and blended
+  with the shipped one in standardised score, weight ``m / (m + 25)`` for ``m`` rows.
+  Its target is the trial's fitness as regularised evolution's tournament sees it
+  (``records.py``): the number of multi-fidelity rungs passed (2 for a candidate
+  trained to the full budget) plus the validation accuracy at that fidelity. The fit
+  is a cache derived from the study, not state; the study's ``einnas_refit`` user
+  attribute records the latest one (rows, trials used) for people and tests.
+* **exploration** (``kappa``, default 1): each predictor ranks by ``mean + kappa * std``
+  of its ensemble, so proposals the predictors disagree on get tried (UCB-like).
+* **diversity** (``diversity``, default 0.5): a proposal loses ``diversity`` standard
+  deviations of score for each of the last :data:`CROWD_WINDOW` trials whose
+  parameter count is within 10% of its own (near-duplicates), and the children of a
+  parent that already has :data:`MAX_CHILDREN` children among those trials are
+  ranked only when no other proposal is left.
 
 :class:`SurrogateEvaluator` scores a trial with the predictor instead of training
 it (``scored_by = "predicted"``): a search that trains nothing, for exploring a
@@ -40,7 +55,15 @@ from einnas.search.strategies import Proposal, Strategy
 
 #: Candidates ranked per trained trial (the issue: "many mutated children").
 DEFAULT_CANDIDATES = 16
-_BLEND_HALF = 50  # study rows at which the refitted predictor weighs as much as the shipped one
+DEFAULT_KAPPA = 1.0  # exploration: mean + kappa * ensemble std
+DEFAULT_REFIT_EVERY = 10  # refit on the study's trained trials every 10 of them
+DEFAULT_DIVERSITY = 0.5  # score (standard deviations) lost per near-duplicate in the recent trials
+MIN_REFIT_ROWS = 10  # no refit on fewer trained trials
+CROWD_WINDOW = 30  # the recent trials that define "near-duplicate" and "children of one parent"
+CROWD_PARAMS = 0.10  # parameter counts within 10% are near-duplicates
+MAX_CHILDREN = 4  # a parent with this many recent children yields to others
+REFIT_ATTR = "einnas_refit"  # study user attribute: the latest refit (rows, trials)
+_BLEND_HALF = 25  # study rows at which the refitted predictor weighs as much as the shipped one
 
 
 class SurrogateRanker:
@@ -92,16 +115,19 @@ class AssistedStrategy(Strategy):
     name = "assisted"
 
     def __init__(self, base: Strategy, ranker: SurrogateRanker, candidates: int = DEFAULT_CANDIDATES,
-                 kappa: float = 0.0, refit_every: int = 0):
+                 kappa: float = DEFAULT_KAPPA, refit_every: int = DEFAULT_REFIT_EVERY,
+                 diversity: float = DEFAULT_DIVERSITY):
         super().__init__(base.space)
         self.base, self.ranker = base, ranker
         self.candidates, self.kappa, self.refit_every = max(1, candidates), kappa, refit_every
+        self.diversity = diversity
         self._refits: dict[tuple, object] = {}  # (rows) -> predictor: a cache derived from the study
+        self.study = None  # set by the search: where the latest refit is recorded (optional)
 
     def settings(self) -> dict:
         return {**self.base.settings(), "assisted": {
             "candidates": self.candidates, "kappa": self.kappa, "refit_every": self.refit_every,
-            "predictor": predictor_id(self.ranker.predictor)}}
+            "diversity": self.diversity, "predictor": predictor_id(self.ranker.predictor)}}
 
     def propose(self, view: StudyView, trial_number: int, rng: random.Random) -> Proposal:
         first = self.base.propose(view, trial_number, rng)
@@ -117,11 +143,20 @@ class AssistedStrategy(Strategy):
                 continue
             seen.add(archid)
             proposals.append(proposal)
+        recent = [r for r in view.records if r.claim][-CROWD_WINDOW:]
+        children: dict[int, int] = {}
+        for r in recent:
+            if r.parent is not None:
+                children[r.parent] = children.get(r.parent, 0) + 1
+        open_ = [p for p in proposals if p.parent is None or children.get(p.parent, 0) < MAX_CHILDREN]
+        proposals = open_ or proposals  # a crowded parent's children only when nothing else is left
         scores = self.scores([p.arch for p in proposals], view)
         return proposals[int(np.argmax(scores))]  # the first of the best on ties
 
     def scores(self, archs: Sequence, view: StudyView) -> np.ndarray:
-        """The ranking score of each architecture (higher is better)."""
+        """The ranking score of each architecture (higher is better): predicted mean plus
+        ``kappa`` ensemble stds, blended with the study's own refit, minus the crowding
+        penalty (see the module docstring)."""
         graphs = self.ranker.graphs(archs)
         mean, std = self.ranker.predict(graphs)
         score = mean + self.kappa * std
@@ -131,20 +166,55 @@ class AssistedStrategy(Strategy):
             own, own_std = self.ranker.predict(graphs, predictor)
             w = rows / (rows + _BLEND_HALF)
             score = (1 - w) * _standardise(score) + w * _standardise(own + self.kappa * own_std)
+        if self.diversity:
+            score = _standardise(score) - self.diversity * self.crowding(archs, view)
         return np.where(np.isfinite(score), score, -np.inf)
+
+    @staticmethod
+    def crowding(archs: Sequence, view: StudyView) -> np.ndarray:
+        """For each architecture, how many of the last :data:`CROWD_WINDOW` trials have a
+        parameter count within :data:`CROWD_PARAMS` of its own."""
+        sizes = [r.params for r in view.records if r.claim and r.params][-CROWD_WINDOW:]
+        out = np.zeros(len(archs))
+        for i, arch in enumerate(archs):
+            params = arch.info.params if arch.info else None
+            if params:
+                out[i] = sum(abs(size - params) <= CROWD_PARAMS * params for size in sizes)
+        return out
+
+    @staticmethod
+    def training_rows(view: StudyView, limit: int | None = None) -> list[tuple[int, str, float]]:
+        """(trial number, architecture, target) of the first ``limit`` trained trials with a
+        fitness, in number order; the target is ``rungs passed + accuracy`` (module
+        docstring), the levels counted among these rows only (so equal rows, equal fit)."""
+        scored = [r for r in view.scored if r.scored_by == "trained" and r.arch][:limit]
+        levels = sorted({r.fitness[0] for r in scored})  # full-budget candidates: the top level
+        return [(r.number, r.arch, levels.index(r.fitness[0]) + r.fitness[1]) for r in scored]
 
     def _refit(self, view: StudyView):
         if self.refit_every <= 0:
             return None
-        trained = [r for r in view.completed if r.scored_by == "trained" and r.arch]
-        rows = (len(trained) // self.refit_every) * self.refit_every
-        if rows < max(self.refit_every, 8):
+        available = sum(1 for r in view.scored if r.scored_by == "trained" and r.arch)
+        rows = (available // self.refit_every) * self.refit_every
+        if rows < max(self.refit_every, MIN_REFIT_ROWS):
             return None
-        key = tuple(r.number for r in trained[:rows])
+        trained = self.training_rows(view, rows)
+        key = tuple(number for number, _, _ in trained[:rows])
         if key not in self._refits:
-            self._refits[key] = self._fit([(r.arch, r.value) for r in trained[:rows]])
+            self._refits[key] = self._fit([(arch, y) for _, arch, y in trained[:rows]])
+            self._record(rows, key, self._refits[key] is not None)
         predictor = self._refits[key]
         return None if predictor is None else (predictor, rows)
+
+    def _record(self, rows: int, numbers: tuple, ok: bool) -> None:
+        """Write the latest refit on the study (information only: nothing reads it back)."""
+        if self.study is None:
+            return
+        try:
+            self.study.set_user_attr(REFIT_ATTR, {"rows": rows, "last_trial": numbers[-1], "ok": ok,
+                                                  "blend_weight": round(rows / (rows + _BLEND_HALF), 3)})
+        except Exception:  # noqa: BLE001 - a note for people; the search does not depend on it
+            pass
 
     def _fit(self, rows: list[tuple[str, float]]):
         from dataclasses import replace
@@ -230,9 +300,10 @@ def _load(surrogate: str):
 
 
 def make_strategy(base: Strategy, surrogate: str, *, space: SearchSpace, seed: int,
-                  candidates: int = DEFAULT_CANDIDATES, kappa: float = 0.0, refit_every: int = 0) -> Strategy:
+                  candidates: int = DEFAULT_CANDIDATES, kappa: float = DEFAULT_KAPPA,
+                  refit_every: int = DEFAULT_REFIT_EVERY, diversity: float = DEFAULT_DIVERSITY) -> Strategy:
     """The hook of ``einnas search --surrogate default|PATH``: wrap ``base`` in an :class:`AssistedStrategy`."""
-    return AssistedStrategy(base, SurrogateRanker(_load(surrogate), space), candidates, kappa, refit_every)
+    return AssistedStrategy(base, SurrogateRanker(_load(surrogate), space), candidates, kappa, refit_every, diversity)
 
 
 def make_evaluator(surrogate: str, *, space: SearchSpace, dataset=None) -> Evaluator:

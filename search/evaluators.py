@@ -37,6 +37,7 @@ class Evaluation:
     params: int | None = None
     seconds: float = 0.0
     curve: list[float] = field(default_factory=list)  # objective after each epoch, if any
+    stopped: bool = False  # ended early at a multi-fidelity rung because ``report`` said so
     extra: dict = field(default_factory=dict)  # further JSON-able user attributes
 
 
@@ -48,6 +49,9 @@ class Evaluator(ABC):
     """
 
     scored_by: ClassVar[str]
+    #: Whether :meth:`evaluate` takes ``report`` (multi-fidelity: it reports the curve as it
+    #: goes and stops when ``report`` returns True).
+    reports: ClassVar[bool] = False
 
     def settings(self) -> dict:
         """Called once when the study is opened: what makes scores comparable (stored in
@@ -70,6 +74,7 @@ class TrainingEvaluator(Evaluator):
     """
 
     scored_by = "trained"
+    reports = True
 
     def __init__(self, dataset: "Dataset", config: "TrainConfig", device: str = "auto"):
         from einnas.evaluate import resolve_device
@@ -85,7 +90,9 @@ class TrainingEvaluator(Evaluator):
             "lr": c.lr, "weight_decay": c.weight_decay, "max_params": c.max_params,
         }
 
-    def evaluate(self, arch, seed):
+    def evaluate(self, arch, seed, report=None):
+        """``report(epoch, val_acc) -> bool``, when given, is called after every epoch;
+        True stops the training there (``Evaluation.stopped``)."""
         from einnas.evaluate import train
         from einnas.grammar import build_network
 
@@ -95,14 +102,19 @@ class TrainingEvaluator(Evaluator):
         def factory():
             return build_network(arch, ds.input_shape, ds.num_classes)
 
+        progress = None
+        if report is not None:
+            def progress(stats):
+                return stats.val_acc is not None and bool(report(stats.epoch, stats.val_acc))
+
         try:
-            result = train(factory, ds, self.config, seed=seed, device=self.device)
+            result = train(factory, ds, self.config, seed=seed, device=self.device, progress=progress)
         except ArchitectureError as error:  # the builder refused the tree
             return Evaluation(False, reason="invalid", detail=str(error)[:300])
         return Evaluation(
             ok=result.ok, value=result.val_acc, reason=result.reason, detail=result.detail,
             params=result.params, seconds=result.seconds,
-            curve=[s.val_acc for s in result.curve if s.val_acc is not None],
+            curve=[s.val_acc for s in result.curve if s.val_acc is not None], stopped=result.stopped,
             extra={"epochs_run": result.epochs_run, "device": result.device},
         )
 

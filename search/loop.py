@@ -9,6 +9,13 @@ k-1 claims below it, so no more than ``trials`` are ever evaluated; a worker
 stops only when ``trials`` are counted, so no fewer are (see ``records.py`` for
 what counts).
 
+Multi-fidelity (``rungs``, see ``fidelity.py``): an evaluator that ``reports``
+gets a ``report(epoch, value)`` callback; each value goes into the trial
+(``trial.report``) as it is measured and the study's successive-halving pruner
+decides at each rung whether training goes on. A candidate stopped at a rung is
+told PRUNED with ``reason=pruned``, ``rung`` and ``rung_value``: it was evaluated,
+so it counts towards ``trials``.
+
 Randomness: trial ``n`` proposes with ``random.Random(f"einnas:search:{seed}:{n}")``
 and trains its architecture with a seed derived from (seed, archid), so the same
 sequential search with the same seed evaluates the same architectures in the same
@@ -23,18 +30,21 @@ import random
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from einnas.errors import ArchitectureError, PluginError
 from einnas.search.evaluators import Evaluation, Evaluator
 from einnas.search.records import (
-    ARCH, ARCHID, CURVE, DETAIL, ORIGIN, PARAMS, PARENT, REASON, SCORED_BY, SECONDS, SURPLUS, WORKER,
-    StudyView, TrialRecord, records_from_trials,
+    ARCH, ARCHID, CURVE, DETAIL, ORIGIN, PARAMS, PARENT, PRUNED_REASON, REASON, RUNG, RUNG_VALUE, SCORED_BY,
+    SECONDS, SURPLUS, WORKER, StudyView, TrialRecord, records_from_trials,
 )
 from einnas.search.storage import (
     GRACE_PERIOD, HEARTBEAT_INTERVAL, Heartbeat, StaleMonitor, fail_lost_trials, release_trial, worker_identity,
 )
 from einnas.search.strategies import Proposal, Strategy
+
+if TYPE_CHECKING:
+    from einnas.search.fidelity import Rungs
 
 MAX_PROPOSALS = 25  # proposals per trial before giving up on finding a new architecture
 NO_NEW_ARCH = "no_new_architecture"
@@ -57,6 +67,7 @@ class WorkerStats:
     """What one worker did (the study holds the full record)."""
 
     evaluated: int = 0
+    pruned: int = 0  # of the evaluated: stopped at a multi-fidelity rung
     surplus: int = 0
     released: int = 0  # lost trials of dead workers this worker failed and queued again
     seconds: float = 0.0
@@ -71,9 +82,13 @@ def run_worker(
     study, strategy: Strategy, evaluator: Evaluator, *, seed: int, trials: int | None = None,
     timeout: float | None = None, progress: Progress | None = None,
     heartbeat_interval: float = HEARTBEAT_INTERVAL, grace_period: float = GRACE_PERIOD, poll: float = 1.0,
+    rungs: "Rungs | None" = None,
 ) -> WorkerStats:
     """Run trials on ``study`` until ``trials`` are counted (all workers together) or
     ``timeout`` seconds have passed (no new trial starts after it).
+
+    ``rungs`` (multi-fidelity) stops a candidate whose training curve is not among the
+    best at a rung; it is used only with an evaluator that ``reports``.
 
     Returns when done; an interrupt (KeyboardInterrupt) fails the running trial and
     queues its architecture again, then propagates.
@@ -82,6 +97,10 @@ def run_worker(
         raise ValueError("give trials or timeout")
     monitor = StaleMonitor(grace_period)
     stats = WorkerStats()
+    if rungs is not None and not (rungs.active and evaluator.reports):
+        rungs = None
+    if rungs is not None:
+        study.pruner = rungs.pruner()  # trial.should_prune asks the study's pruner
     start = time.monotonic()
     while True:
         if timeout is not None and time.monotonic() - start >= timeout:
@@ -98,18 +117,19 @@ def run_worker(
             if view.counted + view.running >= trials and not view.waiting:
                 time.sleep(poll)  # the last slots are held by running trials: wait for them
                 continue
-        record = _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval)
+        record = _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval, rungs)
         if record is None:
             stats.surplus += 1
             continue
         stats.evaluated += 1
+        stats.pruned += record.pruned
         if progress:
             progress(StudyView.of(study), record)
     stats.seconds = time.monotonic() - start
     return stats
 
 
-def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval) -> TrialRecord | None:
+def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval, rungs=None) -> TrialRecord | None:
     import optuna
 
     with warnings.catch_warnings():
@@ -124,16 +144,21 @@ def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval) -> 
                 trial.set_user_attr(REASON, SURPLUS)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
                 return None
+            reported: set[int] = set()  # epochs already reported to the trial while training
             try:
                 proposal = _choose(study, trial, strategy, seed)
                 if proposal is None:
                     evaluation = Evaluation(False, reason=NO_NEW_ARCH,
                                             detail=f"{MAX_PROPOSALS} proposals were all taken")
                 else:
-                    evaluation = evaluator.evaluate(proposal.arch, training_seed(seed, proposal.arch.archid))
+                    tseed = training_seed(seed, proposal.arch.archid)
+                    if rungs is None:
+                        evaluation = evaluator.evaluate(proposal.arch, tseed)
+                    else:
+                        evaluation = evaluator.evaluate(proposal.arch, tseed, report=_reporter(trial, reported))
             except PluginError as error:  # a plugin's op failing: this trial fails, the search goes on
                 evaluation = Evaluation(False, reason=PLUGIN_ERROR, detail=str(error)[:300])
-            frozen = _tell(study, trial, evaluator, evaluation)
+            frozen = _tell(study, trial, evaluator, evaluation, rungs, reported)
     except BaseException:
         # Interrupted or an einnas bug: give the slot and the architecture back.
         try:
@@ -175,11 +200,28 @@ def _choose(study, trial, strategy: Strategy, seed: int) -> Proposal | None:
     return None
 
 
-def _tell(study, trial, evaluator: Evaluator, evaluation: Evaluation):
+def _reporter(trial, reported: set[int]):
+    """The ``report`` callback of one trial: record the value, ask the pruner."""
+
+    def report(epoch: int, value: float) -> bool:
+        if value is None or not math.isfinite(value):
+            return False
+        trial.report(value, epoch)
+        reported.add(epoch)
+        return trial.should_prune()
+
+    return report
+
+
+def _tell(study, trial, evaluator: Evaluator, evaluation: Evaluation, rungs=None, reported=frozenset()):
     import optuna
 
     ok = evaluation.ok and evaluation.value is not None and math.isfinite(evaluation.value)
+    pruned = ok and evaluation.stopped and rungs is not None
     attrs = {SCORED_BY: evaluator.scored_by, SECONDS: round(evaluation.seconds, 3), CURVE: list(evaluation.curve)}
+    if pruned:
+        attrs.update({REASON: PRUNED_REASON, RUNG: rungs.rung_of(len(evaluation.curve)),
+                      RUNG_VALUE: evaluation.value})
     if evaluation.params is not None:
         attrs[PARAMS] = evaluation.params
     if not ok:
@@ -189,8 +231,10 @@ def _tell(study, trial, evaluator: Evaluator, evaluation: Evaluation):
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     for step, value in enumerate(evaluation.curve, 1):
-        if value is not None and math.isfinite(value):
+        if step not in reported and value is not None and math.isfinite(value):
             trial.report(value, step)
+    if pruned:
+        return study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
     if ok:
         return study.tell(trial, evaluation.value, skip_if_finished=True)
     return study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)

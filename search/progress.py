@@ -1,6 +1,8 @@
 """Showing a running search: a tqdm bar on a terminal, one line per trial otherwise.
 
-The figures come from the study (all workers together), not from this process.
+The figures come from the study (all workers together), not from this process:
+with ``--workers N`` the one display of the command shows every worker's trials
+(each line once, in the order this process saw them finish).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class SearchProgress:
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar = None
+        self.shown: set[int] | None = None  # trial numbers already printed (line mode); None: not started
         if not quiet and self.tty:
             from tqdm import tqdm
 
@@ -34,21 +37,32 @@ class SearchProgress:
         best = view.best
         if self.bar is not None:
             self.bar.n = min(view.counted, self.total) if self.total else view.counted
+            pruned = f"pruned={view.pruned} " if view.pruned else ""
             self.bar.set_postfix_str(
-                f"failed={view.failed} running={view.running} best={_pct(best.value if best else None)}", refresh=False
+                f"{pruned}failed={view.failed} running={view.running} best={_pct(best.value if best else None)}",
+                refresh=False,
             )
             self.bar.refresh()
-        elif finished is not None and not self.quiet:
+        elif not self.quiet:
             total = f"/{self.total}" if self.total else ""
-            if finished.state == "COMPLETE":
-                outcome = f"val {_pct(finished.value)}"
-            else:
-                outcome = f"{finished.status}" + (f" ({finished.reason}: {finished.detail})" if finished.reason else "")
-            print(
-                f"[{view.counted}{total}] trial {finished.number} {finished.archid} {finished.origin}: {outcome}; "
-                f"best {_pct(best.value if best else None)}, failed {view.failed}",
-                file=self.stream, flush=True,
-            )
+            if self.shown is None:  # trials of an earlier run of the study are not news
+                self.shown = {r.number for r in view.records if r.counted and r is not finished}
+            done = [r for r in view.records if r.counted and r.number not in self.shown]
+            if finished is not None and finished.counted and finished.number not in self.shown:
+                done = [r for r in done if r.number != finished.number] + [finished]
+            for k, record in enumerate(done, view.counted - len(done) + 1):
+                self.shown.add(record.number)
+                if record.state == "COMPLETE":
+                    outcome = f"val {_pct(record.value)}"
+                elif record.pruned:
+                    outcome = f"{record.status}, val {_pct(record.attrs.get('rung_value'))} after {len(record.attrs.get('curve') or [])} epochs"
+                else:
+                    outcome = f"{record.status}" + (f" ({record.reason}: {record.detail})" if record.reason else "")
+                print(
+                    f"[{k}{total}] trial {record.number} {record.archid} {record.origin}: {outcome}; "
+                    f"best {_pct(best.value if best else None)}, failed {view.failed}",
+                    file=self.stream, flush=True,
+                )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -16,6 +16,8 @@ attributes, the architecture and how it was scored:
 ``curve``        validation accuracy after each epoch
 ``seconds``      wall clock of the evaluation
 ``worker``       host and process that ran it; ``heartbeat`` its last sign of life
+``rung``         multi-fidelity: the rung (0 = the first) at which a pruned candidate
+                 was stopped; ``rung_value`` its validation accuracy there
 ===============  =============================================================
 
 How a trial counts towards ``--trials N``:
@@ -26,7 +28,18 @@ How a trial counts towards ``--trials N``:
 * *lost*: FAIL without a reason (its worker died or was interrupted) — its
   architecture is retried in a new WAITING trial;
 * *surplus*: PRUNED with ``reason=surplus`` — it was asked for when all N slots were
-  already claimed, and was never evaluated.
+  already claimed, and was never evaluated;
+* *pruned*: PRUNED with ``reason=pruned`` — multi-fidelity stopped its training at a
+  rung (it was trained, briefly): counted, with no ``value`` (only candidates trained
+  to the full budget have one, so ``best`` and ``top`` compare like with like) but with
+  a :attr:`TrialRecord.fitness` for regularised evolution's tournament.
+
+Fitness across fidelities (the tournament's key): ``(level, accuracy)`` compared
+lexicographically, where ``level`` is the number of rungs the candidate passed
+(a full-budget candidate ranks above every pruned one) and ``accuracy`` the
+validation accuracy at that same level. Two candidates are thus compared by their
+accuracy only at the same fidelity; one that reached a higher rung beat the
+others at every lower rung it shared with them.
 """
 
 from __future__ import annotations
@@ -39,6 +52,9 @@ ARCH, ARCHID, PARAMS, ORIGIN, PARENT = "arch", "archid", "params", "origin", "pa
 SCORED_BY, REASON, DETAIL, CURVE, SECONDS = "scored_by", "reason", "detail", "curve", "seconds"
 WORKER, HEARTBEAT = "worker", "heartbeat"
 SURPLUS = "surplus"
+PRUNED_REASON = "pruned"  # stopped at a multi-fidelity rung (trained briefly, counted)
+RUNG, RUNG_VALUE = "rung", "rung_value"
+FULL_LEVEL = 1_000  # the fitness level of a candidate trained to the full budget
 #: Study user attribute holding the search settings every worker must share.
 CONFIG_ATTR = "einnas"
 #: System attribute names of Optuna's RetryHeartbeatStaleTrialCallback (kept compatible).
@@ -70,7 +86,24 @@ class TrialRecord:
         """Evaluated: counts towards the requested number of trials."""
         if self.state == "COMPLETE":
             return True
+        if self.state == "PRUNED":
+            return self.reason == PRUNED_REASON
         return self.state == "FAIL" and bool(self.reason) and self.reason != SURPLUS and not self.retried
+
+    @property
+    def pruned(self) -> bool:
+        """Stopped at a multi-fidelity rung (counted, no ``value``)."""
+        return self.state == "PRUNED" and self.reason == PRUNED_REASON
+
+    @property
+    def fitness(self) -> tuple[int, float] | None:
+        """``(level, accuracy)`` for tournaments across fidelities (module docstring); None
+        without a score."""
+        if self.state == "COMPLETE" and self.value is not None:
+            return (FULL_LEVEL, self.value)
+        if self.pruned and isinstance(self.attrs.get(RUNG_VALUE), (int, float)):
+            return (int(self.attrs.get(RUNG, 0)), float(self.attrs[RUNG_VALUE]))
+        return None
 
     @property
     def claim(self) -> bool:
@@ -95,6 +128,8 @@ class TrialRecord:
             return "failed"
         if self.lost:
             return "lost (retried)" if self.retried else "lost"
+        if self.pruned:
+            return f"pruned (rung {self.attrs.get(RUNG, 0)})"
         if self.state == "PRUNED":
             return self.reason or "pruned"
         return self.state.lower()
@@ -106,7 +141,7 @@ class TrialRecord:
             "archid": self.archid, "params": self.params, "origin": self.origin, "parent": self.parent,
             "scored_by": self.scored_by, "reason": self.reason, "detail": self.detail,
             "seconds": self.seconds, "retry_of": self.retry_of, "arch": self.arch,
-            "curve": self.attrs.get(CURVE),
+            "curve": self.attrs.get(CURVE), "rung": self.attrs.get(RUNG), "rung_value": self.attrs.get(RUNG_VALUE),
         }
 
 
@@ -182,6 +217,15 @@ class StudyView:
     def completed(self) -> tuple[TrialRecord, ...]:
         """COMPLETE trials in number order (the ones with a score)."""
         return tuple(r for r in self.records if r.state == "COMPLETE" and r.value is not None)
+
+    @cached_property
+    def scored(self) -> tuple[TrialRecord, ...]:
+        """Trials with a fitness (completed, or pruned at a rung) in number order."""
+        return tuple(r for r in self.records if r.fitness is not None)
+
+    @cached_property
+    def pruned(self) -> int:
+        return sum(r.pruned for r in self.records)
 
     @cached_property
     def best(self) -> TrialRecord | None:

@@ -105,7 +105,8 @@ def plot_history(view: StudyView, path: Path, title: str = "") -> bool:
 
     done = [r for r in view.records if r.counted]
     ok = [r for r in done if r.value is not None]
-    failed = [r for r in done if r.value is None]
+    pruned = [r for r in done if r.pruned]
+    failed = [r for r in done if r.value is None and not r.pruned]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if ok:
         ax.scatter([r.number for r in ok], [r.value for r in ok], s=16, color="tab:blue", label="trial (validation accuracy)")
@@ -117,6 +118,9 @@ def plot_history(view: StudyView, path: Path, title: str = "") -> bool:
                 xs.append(r.number)
                 ys.append(best)
         ax.step(xs, ys, where="post", color="tab:red", label="best so far")
+    if pruned:
+        ax.scatter([r.number for r in pruned], [r.attrs.get("rung_value") or 0.0 for r in pruned], s=10,
+                   color="tab:orange", alpha=0.6, label=f"stopped at a rung ({len(pruned)}), accuracy there")
     if failed:
         ax.scatter([r.number for r in failed], [0.0] * len(failed), marker="x", s=16, color="tab:gray",
                    label=f"failed ({len(failed)})")
@@ -148,7 +152,7 @@ def build_report(
 ) -> dict:
     """The search report as plain data (what ``report.json`` holds)."""
     counts = {
-        "counted": view.counted, "completed": len(view.completed), "failed": view.failed,
+        "counted": view.counted, "completed": len(view.completed), "pruned": view.pruned, "failed": view.failed,
         "lost": sum(r.lost for r in view.records), "surplus": sum(r.status == "surplus" for r in view.records),
         "running": view.running, "waiting": view.waiting, "total": len(view.records),
     }
@@ -188,10 +192,14 @@ def report_markdown(report: dict) -> str:
          f"{s.get('seconds')} s per trial; seed {s.get('seed')}"),
         f"- grammar: {s.get('grammar_path')} (sha256 {str(s.get('grammar_sha256'))[:12]}…)",
         f"- storage: `{report['storage']}`",
-        f"- trials: {t['counted']} evaluated ({t['completed']} scored, {t['failed']} failed"
+        f"- trials: {t['counted']} evaluated ({t['completed']} trained to the full budget, "
+        f"{t.get('pruned', 0)} stopped at a rung, {t['failed']} failed"
         + (f": {', '.join(f'{k} {v}' for k, v in sorted(report['failure_reasons'].items()))}" if report["failure_reasons"] else "")
         + f"), {t['lost']} lost and retried, {t['surplus']} surplus",
     ]
+    if s.get("fidelity"):
+        f = s["fidelity"]
+        lines.append(f"- multi-fidelity: successive halving, rungs at epochs {f['rungs']}, keep 1/{f['eta']}")
     if report.get("seconds") is not None:
         lines.append(f"- wall clock: {report['seconds']:.1f} s")
     best = report["best"]

@@ -24,7 +24,9 @@ from pathlib import Path
 
 from einnas.errors import UsageError
 from einnas.search import assisted
+from einnas.search.fidelity import DEFAULT_ETA, DEFAULT_MIN_EPOCHS, Rungs
 from einnas.search.loop import Progress, WorkerStats, run_worker
+from einnas.search.parallel import Workers, free_cores, machine_cores
 from einnas.search.records import StudyView
 from einnas.search.storage import (
     GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study, stored_settings,
@@ -33,7 +35,12 @@ from einnas.search.storage import (
 # Defaults sized so that `einnas search --dataset digits --trials 30` (training, final
 # retrain and export) takes a few minutes on two CPU cores.
 DEFAULT_EPOCHS = 8  # einspace's search epochs
-DEFAULT_SECONDS = 10.0  # per candidate; slower candidates fail with reason timeout (most fail after epoch 1)
+DEFAULT_SECONDS = 10.0  # the least per-candidate budget; see default_seconds()
+# Seconds per (training sample x input element x epoch) on one thread of a busy 2-core
+# machine, measured with the hand-designed 6-layer CNN on mnist5k (the kind of candidate
+# that wins there): the automatic budget lets such a network finish its epochs.
+BUDGET_PER_ELEMENT = 6.0e-6
+MAX_AUTO_SECONDS = 600.0
 DEFAULT_MAX_PARAMS = 1_000_000  # sampled and mutated candidates stay below this
 DEFAULT_MAX_ACTIVATIONS = 250_000  # elements per sample; at batch 256 that is ~256 MB of float32
 DEFAULT_FINAL_FACTOR = 4  # final retrain epochs = 4 x search epochs (einspace: 8x, at a GPU's pace)
@@ -45,7 +52,9 @@ class SearchConfig:
 
     dataset: str
     trials: int | None = None  # evaluated candidates of the whole study (all workers)
-    timeout: float | None = None  # seconds after which this worker starts no new trial
+    # seconds after which this worker starts no new trial; with neither trials nor timeout:
+    # default_timeout() for the dataset
+    timeout: float | None = None
     seed: int = 0
     strategy: str = "re"  # re | random
     init: str | None = None  # RE's initial population: None/random, mix, or seed names / @files
@@ -53,7 +62,10 @@ class SearchConfig:
     population: int | None = None  # None: scaled to the budget (einspace: 100)
     tournament: int | None = None  # None: scaled to the budget (einspace: 10)
     epochs: int = DEFAULT_EPOCHS
-    seconds: float | None = DEFAULT_SECONDS
+    seconds: float | None = None  # None: default_seconds() for the dataset and epochs
+    prune: bool = True  # multi-fidelity: successive halving over the training curve (fidelity.py)
+    eta: int = DEFAULT_ETA  # keep the best 1/eta at each rung
+    min_epochs: int = DEFAULT_MIN_EPOCHS  # the first rung
     batch_size: int = 256  # einspace's
     lr: float = 0.04
     # None: the defaults above, raised to fit the --init seeds (1.25 x the largest)
@@ -64,6 +76,7 @@ class SearchConfig:
     # threads, and on a busy 2-core machine one thread made the main job 2-3x faster
     # (measured: 30 trials in 80 s instead of 268 s). Run one worker per core instead.
     threads: int | None = 1
+    workers: int | None = None  # worker processes of this command on the study; None: the cores
     storage: str | None = None  # journal file path or database URL; None: <out>/study.journal
     study_name: str | None = None  # None: <dataset>-<strategy>[-<init>]-s<seed>
     out: str | None = None  # None: runs/<study name>
@@ -74,18 +87,16 @@ class SearchConfig:
     surrogate: str = "none"  # none | default | PATH (einnas.search.assisted)
     evaluator: str = "train"  # train | surrogate
     candidates: int = assisted.DEFAULT_CANDIDATES  # proposals the predictor ranks per trained trial
-    kappa: float = 0.0  # rank by mean + kappa * std of the ensemble
-    refit_every: int = 0  # >0: refit a predictor on the study's trained trials every k of them
+    kappa: float | None = None  # rank by mean + kappa * std of the ensemble; None: assisted.DEFAULT_KAPPA
+    refit_every: int | None = None  # refit on the study's trained trials every k (0: never); None: the default
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD
     top: int = 10  # rows of the results table
 
     def check(self) -> None:
         """Raise :class:`UsageError` for values out of range or inconsistent."""
-        if self.trials is None and self.timeout is None:
-            raise UsageError("give --trials N, --timeout SECONDS or both")
         for name in ("trials", "epochs", "batch_size", "max_params", "max_activations", "population",
-                     "tournament", "final_epochs"):
+                     "tournament", "final_epochs", "min_epochs", "workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, not {value}")
@@ -93,6 +104,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise UsageError(f"--{name} must be positive, not {value}")
+        if self.eta < 2:
+            raise UsageError(f"--eta must be 2 or more (keep the best 1/eta at each rung), not {self.eta}")
         if self.strategy not in ("re", "random"):
             raise UsageError(f"--strategy {self.strategy!r}: expected re or random")
         if self.strategy == "random" and self.init not in (None, "random"):
@@ -103,11 +116,12 @@ class SearchConfig:
             raise UsageError("--evaluator surrogate needs a predictor: --surrogate default or --surrogate PATH")
         if self.candidates < 1:
             raise UsageError(f"--candidates must be positive, not {self.candidates}")
-        if self.refit_every < 0:
+        if self.refit_every is not None and self.refit_every < 0:
             raise UsageError(f"--refit-every must be 0 (never) or positive, not {self.refit_every}")
-        if not math.isfinite(self.kappa):
+        if self.kappa is not None and not math.isfinite(self.kappa):
             raise UsageError(f"--kappa must be a finite number, not {self.kappa}")
-        if self.surrogate == "none" and (self.candidates != assisted.DEFAULT_CANDIDATES or self.kappa or self.refit_every):
+        if self.surrogate == "none" and (self.candidates != assisted.DEFAULT_CANDIDATES or self.kappa is not None
+                                         or self.refit_every is not None):
             raise UsageError("--candidates, --kappa and --refit-every tune surrogate-assisted proposals: "
                              "give --surrogate default or --surrogate PATH")
         if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.study_name):
@@ -136,6 +150,59 @@ class SearchOutcome:
     view: StudyView
     report: dict | None = None
     files: dict = field(default_factory=dict)
+    workers: int = 1  # processes this command ran on the study
+
+
+def default_seconds(dataset, epochs: int) -> float:
+    """The per-candidate budget when ``--seconds`` is not given: proportional to the work
+    of an epoch (training samples x input elements) and the epochs, at least
+    :data:`DEFAULT_SECONDS`. digits and mnist1d get 10 s for 8 epochs; mnist5k (3,000
+    images of 28x28) gets 113 s, enough for a 6-layer CNN on one thread of a busy machine."""
+    import math
+
+    n_train = len(dataset.train[1])
+    work = n_train * math.prod(dataset.input_shape) * epochs
+    return float(min(MAX_AUTO_SECONDS, max(DEFAULT_SECONDS, round(BUDGET_PER_ELEMENT * work))))
+
+
+def expected_trials(timeout: float | None, seconds: float) -> int | None:
+    """The trials a time-limited search is sized for (RE's population is a third of it):
+    4 per per-candidate budget of the time limit, since most candidates stop at a rung or
+    need a fraction of their budget (digits, 150 s: 60, population 20; mnist5k, 15 min: 32,
+    population 10). None without a time limit."""
+    return None if timeout is None else max(12, round(4 * timeout / seconds))
+
+
+def default_timeout(seconds: float) -> float:
+    """The search's time limit when neither ``--trials`` nor ``--timeout`` is given: 15
+    per-candidate budgets, 2.5 to 15 minutes (digits and mnist1d: 150 s, so that with the
+    final retrain the whole command takes under 3 minutes; mnist5k: 15 min)."""
+    return float(min(900.0, max(150.0, 15 * seconds)))
+
+
+def check_budget(dataset, config, device) -> None:
+    """Refuse (:class:`UsageError`) a time budget in which not even a linear classifier can
+    train its epochs on this dataset (measured here, one epoch, before the search starts)."""
+    import math
+
+    import torch
+
+    from einnas.evaluate import train
+
+    if config.seconds is None:
+        return
+    one = replace(config, epochs=1, seconds=None, max_params=None)
+    times = []
+    for _ in range(2):  # the first call also pays torch's one-time start-up: keep the faster
+        model = torch.nn.Sequential(torch.nn.Flatten(),
+                                    torch.nn.Linear(math.prod(dataset.input_shape), dataset.num_classes))
+        times.append(train(model, dataset, one, device=device).seconds)
+    needed = min(times) * config.epochs
+    if needed > 1.25 * config.seconds:  # the trainer's own rule: projected over budget after epoch 1
+        raise UsageError(
+            f"--seconds {config.seconds:g}: too small for any candidate on {dataset.name}: a linear classifier "
+            f"alone needs {needed:.2g} s for {config.epochs} epochs here (give more --seconds or fewer --epochs)"
+        )
 
 
 def _fit(default: int, sizes: list[int]) -> int:
@@ -191,9 +258,13 @@ class Search:
         grammar = load_grammar(config.grammar, plugins=config.plugins)
         self.dataset = load_dataset(config.dataset, view=config.view)
         self.space = SearchSpace(grammar, tuple(self.dataset.input_shape), self.dataset.num_classes)
+        # the per-candidate budget: given, or scaled to the task (search.run.default_seconds)
+        seconds = config.seconds if config.seconds is not None else default_seconds(self.dataset, config.epochs)
+        if config.trials is None and config.timeout is None:
+            config = self.config = replace(config, timeout=default_timeout(seconds))
         # Seeds named without a scale are scaled to this budget (einnas.grammar.seeds).
         budget = budget_for_training(
-            self.dataset.sizes()["train"], config.epochs, config.seconds,
+            self.dataset.sizes()["train"], config.epochs, seconds,
             max_params=config.max_params or DEFAULT_MAX_PARAMS,
             max_activations=config.max_activations or DEFAULT_MAX_ACTIVATIONS,
         )
@@ -219,23 +290,29 @@ class Search:
         # same search for more trials extends it rather than being refused as another search.
         stored = stored_settings(self.storage_spec, self.study_name) or {}
         if config.strategy == "re":
-            population = config.population or stored.get("population") or population_sizes(config.trials)[0]
+            expected = config.trials or expected_trials(config.timeout, seconds)
+            population = config.population or stored.get("population") or population_sizes(expected)[0]
             tournament = config.tournament or stored.get("tournament") or tournament_size(population)
             strategy = RegularisedEvolution(self.space, population, tournament, seeds)
         else:
             strategy = RandomSampling(self.space)
         self.train_config = TrainConfig(
-            epochs=config.epochs, seconds=config.seconds, batch_size=config.batch_size, lr=config.lr,
+            epochs=config.epochs, seconds=seconds, batch_size=config.batch_size, lr=config.lr,
             max_params=limits.max_params, threads=config.threads,
         )
+        self.rungs = Rungs(config.epochs, config.min_epochs, config.eta) if config.prune else None
+        if self.rungs is not None and not self.rungs.active:
+            self.rungs = None  # no rung below the full budget (e.g. --epochs 1)
         if config.evaluator == "surrogate":
             evaluator = assisted.make_evaluator(config.surrogate, space=self.space, dataset=self.dataset)
         else:
             evaluator = TrainingEvaluator(self.dataset, self.train_config, device=config.device)
         if config.surrogate != "none":
             strategy = assisted.make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed,
-                                              candidates=config.candidates, kappa=config.kappa,
-                                              refit_every=config.refit_every)
+                                              candidates=config.candidates,
+                                              kappa=assisted.DEFAULT_KAPPA if config.kappa is None else config.kappa,
+                                              refit_every=assisted.DEFAULT_REFIT_EVERY if config.refit_every is None
+                                              else config.refit_every)
         self.strategy, self.evaluator = strategy, evaluator
 
         grammar_path = (
@@ -246,22 +323,43 @@ class Search:
             "dataset": self.dataset.name, "input_shape": list(self.dataset.input_shape),
             "num_classes": self.dataset.num_classes, "seed": config.seed, "limits": limits.as_dict(),
             **strategy.settings(), **evaluator.settings(), "surrogate": config.surrogate,
+            "fidelity": self.rungs.settings() if self.rungs is not None and evaluator.reports else None,
             "version": _version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
+        if evaluator.reports:
+            check_budget(self.dataset, self.train_config, evaluator.device)
         storage = open_storage(
             self.storage_spec, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
         )
         self.study = open_study(storage, self.study_name, self.settings, seed=config.seed, shown=self.storage_shown)
         self.settings = dict(self.study.user_attrs.get("einnas", self.settings))
+        if hasattr(strategy, "study"):
+            strategy.study = self.study  # the assisted strategy notes its refits on the study
+
+    @property
+    def workers(self) -> int:
+        """Worker processes this command runs on the study (``--workers``, default the cores)."""
+        return self.config.workers or machine_cores()
 
     def run(self, progress: Progress | None = None, finish: bool = True) -> SearchOutcome:
-        """Run this worker's trials; then (``finish``) write the final results."""
+        """Run the trials with :attr:`workers` processes (this one and ``workers - 1``
+        started here, see ``parallel.py``); then (``finish``) write the final results."""
         c = self.config
-        stats = run_worker(
-            self.study, self.strategy, self.evaluator, seed=c.seed, trials=c.trials, timeout=c.timeout,
-            progress=progress, heartbeat_interval=c.heartbeat_interval, grace_period=c.grace_period,
-        )
-        outcome = SearchOutcome(self.study_name, self.storage_shown, self.out_dir, stats, StudyView.of(self.study))
+        began = time.monotonic()
+        workers = self.workers
+        if c.trials is not None and StudyView.of(self.study).counted >= c.trials:
+            workers = 1  # nothing left to do: no processes to start
+        with Workers(c, workers):
+            stats = run_worker(
+                self.study, self.strategy, self.evaluator, seed=c.seed, trials=c.trials, timeout=c.timeout,
+                progress=progress, heartbeat_interval=c.heartbeat_interval, grace_period=c.grace_period,
+                rungs=self.rungs,
+            )
+        stats.seconds = time.monotonic() - began  # until the last worker stopped
+        if progress is not None and workers > 1:
+            progress(StudyView.of(self.study), None)  # the other workers' last trials
+        outcome = SearchOutcome(self.study_name, self.storage_shown, self.out_dir, stats, StudyView.of(self.study),
+                                workers=workers)
         if finish:
             self.finish(outcome)
         return outcome
@@ -276,8 +374,9 @@ class Search:
         files: dict = {}
         final = None
         if c.final and view.best is not None:
+            # One model now, so the final retrain may use every core that is free.
             config = replace(self.train_config, epochs=c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs,
-                             seconds=None, max_params=None)
+                             seconds=None, max_params=None, threads=max(c.threads or 1, free_cores()))
             final = retrain_best(view, self.space, self.dataset, config, seed=c.seed, device=c.device,
                                  onnx_path=out / "best.onnx", metadata={"study": self.study_name})
             if final is not None and final.onnx:
@@ -289,5 +388,6 @@ class Search:
         seconds = outcome.stats.seconds + (time.monotonic() - start)
         report = build_report(view, study_name=self.study_name, storage=self.storage_shown, settings=self.settings,
                               final=final, files=files, seconds=seconds, top=c.top)
+        report["workers"] = outcome.workers
         write_report(report, out)
         outcome.report, outcome.files = report, files

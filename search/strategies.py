@@ -145,7 +145,9 @@ class RegularisedEvolution(Strategy):
 
     The population is the last ``population`` scored trials of the study; a
     tournament of ``tournament`` members drawn with replacement picks the best as the
-    parent, whose child is one subtree mutation (validated before it is returned).
+    parent (by :attr:`TrialRecord.fitness`: with multi-fidelity, a candidate stopped
+    at a rung is compared by its accuracy there with others stopped at the same rung,
+    and below those that went further), whose child is one subtree mutation (validated before it is returned).
     The oldest member leaves as each child enters. The initial population is
     ``population`` random samples, or the given seed architectures, each evaluated
     once and cycled to fill the population (einspace's RE(RN18) / RE(Mix)).
@@ -175,7 +177,7 @@ class RegularisedEvolution(Strategy):
         members = self._population(view)
         if members is None:  # still building the initial population
             return self._initial(view, rng)
-        scored = [m for m in members if m.value is not None]
+        scored = [m for m in members if m.fitness is not None]
         if not scored:
             # No score yet (seeds still training in other workers, or all failed): mutate
             # a member chosen at random; with no member at all, sample afresh.
@@ -185,7 +187,7 @@ class RegularisedEvolution(Strategy):
             parent = known[rng.randrange(len(known))]
         else:
             sample = [scored[rng.randrange(len(scored))] for _ in range(self.tournament)]
-            parent = max(sample, key=lambda m: m.value)  # first of the best on ties
+            parent = max(sample, key=lambda m: m.fitness)  # first of the best on ties
         return Proposal(self.space.mutate(self._arch(parent.arch), rng), "mutation", parent.number)
 
     def _initial(self, view: StudyView, rng: random.Random) -> Proposal:
@@ -202,7 +204,7 @@ class RegularisedEvolution(Strategy):
             started = sum(1 for r in view.records if r.claim and r.origin == "init")
             if started < self.population:
                 return None
-            return list(view.completed[-self.population:])
+            return list(view.scored[-self.population:])
         holders = []
         for _, arch in self.init:
             number = view.taken.get(arch.archid)
@@ -211,7 +213,7 @@ class RegularisedEvolution(Strategy):
             holders.append(next(r for r in view.records if r.number == number))
         base = [holders[i % len(holders)] for i in range(self.population)]
         seeds = {arch.archid for _, arch in self.init}
-        children = [r for r in view.completed if r.archid not in seeds]
+        children = [r for r in view.scored if r.archid not in seeds]
         return (base + children)[-self.population:]
 
     def _arch(self, string: str) -> Architecture:

@@ -1,6 +1,6 @@
 """A search worker with an instant, deterministic fake evaluator (storage and concurrency tests).
 
-    python fake_worker.py STORAGE STUDY TRIALS SEED [SLEEP]
+    python fake_worker.py STORAGE STUDY TRIALS SEED [SLEEP [fidelity]]
 
 Prints this worker's stats as JSON. The score of an architecture is a hash of its
 archid, so every process agrees on it without training anything.
@@ -15,6 +15,7 @@ import time
 
 from einnas.grammar import Limits, load_grammar
 from einnas.search import Evaluation, Evaluator, RegularisedEvolution, SearchSpace, open_storage, open_study, run_worker
+from einnas.search.fidelity import Rungs
 
 
 class FakeEvaluator(Evaluator):
@@ -41,6 +42,33 @@ class FakeEvaluator(Evaluator):
         return Evaluation(True, value=value, params=params, seconds=self.sleep, curve=[value / 2, value])
 
 
+class FidelityEvaluator(FakeEvaluator):
+    """Reports a rising curve epoch by epoch (final value from the archid hash, reached at
+    ``epochs``) and stops when ``report`` says so: multi-fidelity without training."""
+
+    reports = True
+
+    def __init__(self, epochs: int = 9, sleep: float = 0.0):
+        super().__init__(sleep)
+        self.epochs = epochs
+        self.epochs_run: dict[str, int] = {}
+
+    def evaluate(self, arch, seed, report=None):
+        self.calls.append(arch.archid)
+        final = (int(hashlib.sha256(arch.archid.encode()).hexdigest()[:8], 16) % 10_000) / 10_000
+        curve, stopped = [], False
+        for epoch in range(1, self.epochs + 1):
+            curve.append(final * (0.5 + 0.5 * epoch / self.epochs))
+            if self.sleep:
+                time.sleep(self.sleep / self.epochs)
+            if report is not None and epoch < self.epochs and report(epoch, curve[-1]):
+                stopped = True
+                break
+        self.epochs_run[arch.archid] = len(curve)
+        params = arch.info.params if arch.info else None
+        return Evaluation(True, value=curve[-1], params=params, curve=curve, stopped=stopped)
+
+
 def make_space() -> SearchSpace:
     return SearchSpace(load_grammar(), (1, 8, 8), 10, Limits(max_params=50_000, max_activations=20_000))
 
@@ -52,9 +80,12 @@ def settings_for(strategy, evaluator, seed: int) -> dict:
 def main(argv: list[str]) -> int:
     storage, name, trials, seed = argv[0], argv[1], int(argv[2]), int(argv[3])
     sleep = float(argv[4]) if len(argv) > 4 else 0.0
-    strategy, evaluator = RegularisedEvolution(make_space(), 6, 2), FakeEvaluator(sleep)
+    fidelity = len(argv) > 5 and argv[5] == "fidelity"
+    strategy = RegularisedEvolution(make_space(), 6, 2)
+    evaluator = FidelityEvaluator(sleep=sleep) if fidelity else FakeEvaluator(sleep)
     study = open_study(open_storage(storage), name, settings_for(strategy, evaluator, seed), seed=seed, shown=storage)
-    stats = run_worker(study, strategy, evaluator, seed=seed, trials=trials, poll=0.2)
+    rungs = Rungs(epochs=9) if fidelity else None
+    stats = run_worker(study, strategy, evaluator, seed=seed, trials=trials, poll=0.2, rungs=rungs)
     print(json.dumps({"evaluated": stats.evaluated, "surplus": stats.surplus, "archids": evaluator.calls}))
     return 0
 

@@ -83,7 +83,7 @@ def test_mutations_keep_their_parent_and_skip_taken_archs(ranker):
 def test_settings_name_the_predictor(ranker):
     settings = AssistedStrategy(RandomSampling(ranker.space), ranker, candidates=4).settings()
     assert settings["strategy"] == "random"
-    assert settings["assisted"] == {"candidates": 4, "kappa": 0.0, "refit_every": 0,
+    assert settings["assisted"] == {"candidates": 4, "kappa": 1.0, "refit_every": 10, "diversity": 0.5,
                                     "predictor": predictor_id(ranker.predictor)}
 
 
@@ -100,7 +100,7 @@ def test_refit_on_the_studys_trained_trials_changes_the_ranking(ranker):
     archs = [space.sample(random.Random(200 + i)) for i in range(12)]
     # the study says the opposite of the shipped predictor: small networks are best
     view = StudyView([record(i, a, 1.0 / math.log(a.info.params + 3)) for i, a in enumerate(archs)])
-    plain = AssistedStrategy(RandomSampling(space), ranker, candidates=4)
+    plain = AssistedStrategy(RandomSampling(space), ranker, candidates=4, refit_every=0)
     refit = AssistedStrategy(RandomSampling(space), ranker, candidates=4, refit_every=6)
     candidates = [space.sample(random.Random(300 + i)) for i in range(6)]
     assert refit._refit(view) is not None and plain._refit(view) is None
@@ -126,7 +126,7 @@ def test_cli_search_with_the_surrogate_evaluator(predictor_dir, tmp_path, capsys
     from einnas.cli import main
 
     code = main(["search", "--dataset", "digits", "--trials", "5", "--seed", "1", "--evaluator", "surrogate",
-                 "--surrogate", str(predictor_dir), "--no-final", "--out", str(tmp_path / "run"), "-q",
+                 "--surrogate", str(predictor_dir), "--no-final", "--out", str(tmp_path / "run"), "-q", "--workers", "1",
                  "--max-params", "50000", "--max-activations", "20000"])
     out = capsys.readouterr().out
     assert code == 0
@@ -146,7 +146,7 @@ def test_cli_assisted_training_search_records_its_tuning_and_refuses_other_tunin
     from einnas.cli import main
 
     base = ["search", "--dataset", "digits", "--trials", "10", "--seed", "2", "--surrogate", str(predictor_dir),
-            "--no-final", "--out", str(tmp_path / "run"), "-q", "-f", "json", "--epochs", "1", "--threads", "1",
+            "--no-final", "--out", str(tmp_path / "run"), "-q", "-f", "json", "--epochs", "1", "--threads", "1", "--workers", "1",
             "--max-params", "30000", "--max-activations", "8000"]
     code = main([*base, "--candidates", "3", "--refit-every", "4", "--kappa", "0.5"])
     captured = capsys.readouterr()
@@ -172,7 +172,7 @@ def test_cli_main_job_path_with_the_shipped_predictor(tmp_path, capsys):
     from einnas.surrogate.score import load_predictor
 
     code = main(["search", "--dataset", "digits", "--trials", "5", "--seed", "0", "--surrogate", "default",
-                 "--candidates", "4", "--final-epochs", "1", "--out", str(tmp_path / "run"), "-q", "-f", "json",
+                 "--candidates", "4", "--final-epochs", "1", "--out", str(tmp_path / "run"), "-q", "-f", "json", "--workers", "1",
                  "--epochs", "1", "--threads", "1", "--max-params", "30000", "--max-activations", "8000"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -180,3 +180,63 @@ def test_cli_main_job_path_with_the_shipped_predictor(tmp_path, capsys):
     assert report["settings"]["assisted"]["predictor"] == predictor_id(load_predictor("default"))
     assert report["trials"]["counted"] == 5 and report["final"]["ok"]
     assert (tmp_path / "run" / "best.onnx").is_file()
+
+
+class StubRanker:
+    """Predictions given per archid: (mean, std) — rankings without a fitted predictor."""
+
+    def __init__(self, table):
+        self.table, self.predictor = table, None
+
+    def graphs(self, archs):
+        return [a.archid for a in archs]
+
+    def predict(self, graphs, predictor=None):
+        return (np.array([self.table[g][0] for g in graphs], dtype=float),
+                np.array([self.table[g][1] for g in graphs], dtype=float))
+
+
+def _stub_strategy(fake, table_of, **kwargs):
+    space = fake.make_space()
+    archs = [space.sample(random.Random(500 + i)) for i in range(3)]
+    table = {a.archid: v for a, v in zip(archs, table_of)}
+    strategy = AssistedStrategy(RandomSampling(space), StubRanker(table), candidates=3, refit_every=0, **kwargs)
+    return strategy, archs
+
+
+def test_exploration_term_changes_the_choice_as_kappa_grows(fake):
+    # a sure bet, a fair one and a long shot the ensemble disagrees on
+    table = [(0.80, 0.01), (0.75, 0.06), (0.50, 0.20)]
+    chosen = []
+    for kappa in (0.0, 1.5, 3.0):
+        strategy, archs = _stub_strategy(fake, table, kappa=kappa, diversity=0.0)
+        chosen.append(int(np.argmax(strategy.scores(archs, StudyView([])))))
+    assert chosen == [0, 1, 2]
+
+
+def test_near_duplicates_of_recent_trials_lose_to_a_different_proposal(fake):
+    strategy, archs = _stub_strategy(fake, [(0.80, 0.0), (0.79, 0.0), (0.10, 0.0)], kappa=0.0, diversity=0.5)
+    assert archs[0].info.params != archs[1].info.params
+    view = StudyView([])
+    assert int(np.argmax(strategy.scores(archs, view))) == 0
+    # the study has just trained three networks the size of the first proposal
+    crowd = StudyView([record(i, archs[0], 0.5) for i in range(3)])
+    assert strategy.crowding(archs, crowd)[0] == 3
+    assert int(np.argmax(strategy.scores(archs, crowd))) == 1
+
+
+def test_refit_on_the_study_happens_by_default_once_enough_trials(predictor_dir, fake):
+    import optuna
+
+    from einnas.search.assisted import DEFAULT_REFIT_EVERY, MIN_REFIT_ROWS, REFIT_ATTR
+
+    space = fake.make_space()
+    strategy = make_strategy(RegularisedEvolution(space, 4, 2), str(predictor_dir), space=space, seed=0, candidates=3)
+    assert strategy.refit_every == DEFAULT_REFIT_EVERY > 0 and strategy.kappa > 0 and strategy.diversity > 0
+    study = optuna.create_study(direction="maximize")
+    strategy.study = study
+    run_worker(study, strategy, fake.FakeEvaluator(), seed=0, trials=MIN_REFIT_ROWS)
+    assert REFIT_ATTR not in study.user_attrs  # not before enough trained trials
+    run_worker(study, strategy, fake.FakeEvaluator(), seed=0, trials=MIN_REFIT_ROWS + 2)
+    note = study.user_attrs[REFIT_ATTR]
+    assert note["ok"] and note["rows"] == MIN_REFIT_ROWS and note["last_trial"] == MIN_REFIT_ROWS - 1

@@ -15,7 +15,7 @@ from einnas.search import StudyView, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Tiny candidates and one epoch keep each trial around a second on two cores.
-FAST = ["--epochs", "1", "--seconds", "30", "--threads", "1", "--max-params", "30000", "--max-activations", "8000"]
+FAST = ["--workers", "1", "--epochs", "1", "--seconds", "30", "--threads", "1", "--max-params", "30000", "--max-activations", "8000"]
 
 
 def einnas(*args, cwd, timeout=400, check=True):
@@ -85,8 +85,8 @@ def test_same_command_same_architectures(first_run, tmp_path):
 
 def test_user_errors_exit_2(first_run):
     cwd, _, _ = first_run
-    proc = einnas("search", "--dataset", "digits", cwd=cwd, check=False)
-    assert proc.returncode == 2 and "give --trials" in proc.stderr
+    proc = einnas("search", "--dataset", "digits", "--eta", "1", cwd=cwd, check=False)
+    assert proc.returncode == 2 and "--eta must be 2 or more" in proc.stderr
     # another seed on the same study: refused, nothing written
     proc = einnas("search", "--dataset", "digits", "--trials", "6", "--seed", "1", "--study-name", "digits-re-s0",
                   "--out", "run", *FAST, cwd=cwd, check=False)

@@ -13,7 +13,6 @@ def test_default_study_name_is_the_same_for_the_same_command():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({}, "give --trials"),
     ({"trials": 0}, "--trials must be positive"),
     ({"trials": 3, "strategy": "bayes"}, "expected re or random"),
     ({"trials": 3, "strategy": "random", "init": "mix"}, "needs --strategy re"),
@@ -28,3 +27,21 @@ def test_default_study_name_is_the_same_for_the_same_command():
 def test_bad_options(kwargs, message):
     with pytest.raises(UsageError, match=message):
         SearchConfig("digits", **kwargs).check()
+
+
+def test_budget_and_time_limit_scale_with_the_task():
+    from einnas.evaluate import load_dataset
+    from einnas.search.run import default_seconds, default_timeout
+
+    digits, mnist5k = load_dataset("digits"), load_dataset("mnist5k")
+    assert default_seconds(digits, 8) == 10.0  # small inputs: the old fixed budget
+    assert default_seconds(mnist5k, 8) > 5 * default_seconds(digits, 8)  # 28x28 convs get time to finish
+    assert default_seconds(mnist5k, 16) > default_seconds(mnist5k, 8)
+    assert default_timeout(10.0) == 150.0 and default_timeout(default_seconds(mnist5k, 8)) == 900.0
+    # a time-limited search sizes RE's population to the trials it can expect, not einspace's 100
+    from einnas.search.run import expected_trials
+    from einnas.search.strategies import population_sizes
+
+    assert population_sizes(expected_trials(150.0, 10.0))[0] == 20
+    assert population_sizes(expected_trials(900.0, default_seconds(mnist5k, 8)))[0] == 10
+    assert expected_trials(None, 10.0) is None
