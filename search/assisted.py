@@ -131,7 +131,7 @@ class AssistedStrategy(Strategy):
 
     def propose(self, view: StudyView, trial_number: int, rng: random.Random) -> Proposal:
         first = self.base.propose(view, trial_number, rng)
-        if first.origin.startswith("seed:") or self.candidates == 1:
+        if first.seed or self.candidates == 1:
             return first
         proposals, seen = [first], {first.arch.archid}
         for _ in range(3 * self.candidates):
@@ -139,7 +139,7 @@ class AssistedStrategy(Strategy):
                 break
             proposal = self.base.propose(view, trial_number, rng)
             archid = proposal.arch.archid
-            if archid in seen or archid in view.taken or proposal.origin.startswith("seed:"):
+            if archid in seen or archid in view.taken or proposal.seed:
                 continue
             seen.add(archid)
             proposals.append(proposal)

@@ -155,7 +155,8 @@ def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval, run
                     if rungs is None:
                         evaluation = evaluator.evaluate(proposal.arch, tseed)
                     else:
-                        evaluation = evaluator.evaluate(proposal.arch, tseed, report=_reporter(trial, reported))
+                        evaluation = evaluator.evaluate(proposal.arch, tseed,
+                                                        report=_reporter(trial, reported, may_prune=not proposal.seed))
             except PluginError as error:  # a plugin's op failing: this trial fails, the search goes on
                 evaluation = Evaluation(False, reason=PLUGIN_ERROR, detail=str(error)[:300])
             frozen = _tell(study, trial, evaluator, evaluation, rungs, reported)
@@ -180,7 +181,8 @@ def _choose(study, trial, strategy: Strategy, seed: int) -> Proposal | None:
         except ArchitectureError:
             arch = None
         if arch is not None and not StudyView.of(study).holders(arch.archid, besides=trial.number):
-            return Proposal(arch, attrs.get(ORIGIN) or "retry", attrs.get(PARENT))
+            origin = attrs.get(ORIGIN) or "retry"  # a retried seed stays a seed (its origin is in the study)
+            return Proposal(arch, origin, attrs.get(PARENT), seed=str(origin).startswith("seed:"))
     rng = trial_rng(seed, trial.number)
     view = StudyView.of(study)
     for _ in range(MAX_PROPOSALS):
@@ -200,15 +202,16 @@ def _choose(study, trial, strategy: Strategy, seed: int) -> Proposal | None:
     return None
 
 
-def _reporter(trial, reported: set[int]):
-    """The ``report`` callback of one trial: record the value, ask the pruner."""
+def _reporter(trial, reported: set[int], may_prune: bool = True):
+    """The ``report`` callback of one trial: record the value, ask the pruner (seeds, the
+    population's anchors, report their curve but always train to the full budget)."""
 
     def report(epoch: int, value: float) -> bool:
         if value is None or not math.isfinite(value):
             return False
         trial.report(value, epoch)
         reported.add(epoch)
-        return trial.should_prune()
+        return may_prune and trial.should_prune()
 
     return report
 

@@ -37,6 +37,7 @@ class Proposal:
     arch: Architecture
     origin: str  # init, seed:<name>, mutation, random
     parent: int | None = None
+    seed: bool = False  # an --init seed: the population's anchor, trained to the full budget (never pruned)
 
 
 class Strategy(ABC):
@@ -195,7 +196,7 @@ class RegularisedEvolution(Strategy):
             return Proposal(self.space.sample(rng), "init")
         for label, arch in self.init:
             if arch.archid not in view.taken:
-                return Proposal(arch, f"seed:{label}")
+                return Proposal(arch, f"seed:{label}", seed=True)
         raise AssertionError("unreachable: every seed is in the study")
 
     def _population(self, view: StudyView) -> list[TrialRecord] | None:

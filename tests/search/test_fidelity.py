@@ -160,3 +160,22 @@ def test_trials_and_best_read_a_study_with_pruned_trials(fake, tmp_path, capsys)
     assert levels == sorted(levels, reverse=True)  # then by rung and the accuracy there
     assert main(["best", "--storage", str(path), "-f", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["number"] == view.best.number
+
+
+def test_init_seeds_are_anchors_never_pruned(fake, tmp_path):
+    # Six seeds first (sorted worst first by their final value, so successive halving would
+    # stop most of them at rung 0), then mutations: every seed trains to the full budget,
+    # the others are still pruned.
+    space, evaluator = fake.make_space(), fake.FidelityEvaluator(epochs=9)
+    archs = [space.sample(random.Random(i)) for i in range(6)]
+    final = {a.archid: evaluator.evaluate(a, 0).value for a in archs}
+    evaluator.calls.clear()
+    archs.sort(key=lambda a: -final[a.archid])  # best first: later seeds lose every rung comparison
+    strategy = RegularisedEvolution(space, 6, 2, [(f"s{i}", a) for i, a in enumerate(archs)])
+    study = _study(fake, tmp_path / "s.journal", strategy, evaluator)
+    run_worker(study, strategy, evaluator, seed=0, trials=18, rungs=RUNGS)
+    view = StudyView.of(study)
+    seeds = [r for r in view.records if r.origin.startswith("seed:")]
+    assert len(seeds) == 6
+    assert all(r.state == "COMPLETE" and len(r.attrs["curve"]) == 9 for r in seeds)
+    assert any(r.pruned for r in view.records if not r.origin.startswith("seed:"))
