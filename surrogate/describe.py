@@ -48,7 +48,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from einnas.errors import UsageError
@@ -71,6 +71,7 @@ class Description:
     truncated: bool
     summary: Summary
     lines: int  # lines of the full (uncut) text
+    graph: OnnxGraph | None = field(default=None, repr=False, compare=False)  # the analysed graph (predictor features)
 
     def as_dict(self) -> dict:
         """JSON-ready form: format version, text, truncation flag and figures."""
@@ -98,7 +99,7 @@ def describe(model, *, max_chars: int | None = None, max_lines: int | None = Non
     summary = summarize(graph)
     lines = _Renderer(graph).render(summary)
     text, truncated = _truncate(lines, max_chars, max_lines)
-    return Description(text, truncated, summary, len(lines))
+    return Description(text, truncated, summary, len(lines), graph)
 
 
 # --- rendering one node -----------------------------------------------------------
