@@ -663,6 +663,65 @@ class Score(Command):
         return 2 if failed else 0
 
 
+class Proxies(Command):
+    name = "proxies"
+    help = "zero-cost proxies (SNIP, grad-norm, synflow, NASWOT, jacov, params, FLOPs) of ONNX files or architectures"
+
+    def add_arguments(self, parser):
+        parser.add_argument("models", nargs="+", metavar="MODEL.onnx|ARCH")
+        parser.add_argument("--input-shape", help="for ARCH: C,H,W or S,D (default 3,32,32, or the dataset's)")
+        parser.add_argument("--classes", type=positive_int, help="for ARCH: classes (default 10, or the dataset's)")
+        parser.add_argument("--dataset", metavar="D", help="use one batch of this dataset's training data")
+        parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+        parser.add_argument("--seed", type=int, default=0, help="initialisation and batch seed (default 0)")
+        parser.add_argument("--keep-weights", action="store_true", help="ONNX: score the file's weights, not a fresh init")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+        add_grammar_options(parser)
+
+    def run(self, args):
+        from pathlib import Path
+
+        from einnas.surrogate.proxies import PROXY_NAMES, dataset_batch, proxies_for_arch, proxies_for_onnx
+
+        if args.batch_size < 2:
+            raise UsageError("--batch-size must be at least 2 (NASWOT and jacov compare samples)")
+        data = batch = None
+        if args.dataset:
+            from einnas.evaluate import load_dataset
+
+            data = load_dataset(args.dataset)
+            batch = dataset_batch(data, args.batch_size, args.seed)
+        shape = parse_shape(args.input_shape) if args.input_shape else None
+        if data is not None and shape is not None and shape != data.input_shape:
+            raise UsageError(f"--input-shape {args.input_shape} differs from dataset {data.name}'s "
+                             f"{','.join(map(str, data.input_shape))}")
+        if data is not None and args.classes and args.classes != data.num_classes:
+            raise UsageError(f"--classes {args.classes} differs from dataset {data.name}'s {data.num_classes}")
+        shape = shape or (data.input_shape if data else (3, 32, 32))
+        classes = args.classes or (data.num_classes if data else 10)
+        grammar = None
+        rows = []
+        for model in args.models:
+            if model.lower().endswith(".onnx") or Path(model).is_file() and not model.startswith("@"):
+                where = f"{model} with dataset {data.name}" if data else model
+                result = proxies_for_onnx(model, batch=batch, seed=args.seed, reinit=not args.keep_weights,
+                                          batch_size=args.batch_size, name=model, batch_name=where)
+                row = {"model": model, "converted": result.converted, **result.values, "note": result.note or ""}
+            else:
+                grammar = grammar or load_grammar_from(args)
+                values = proxies_for_arch(model, shape, classes, batch=batch, seed=args.seed, grammar=grammar,
+                                          batch_size=args.batch_size)
+                row = {"model": model if len(model) <= 40 else model[:37] + "...", "converted": True, **values, "note": ""}
+            rows.append(row)
+        if args.format == "json":
+            print(json.dumps([{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows],
+                             indent=2))
+            return 0
+        emit([{**r, **{n: f"{r[n]:.4g}" for n in PROXY_NAMES}, "converted": "yes" if r["converted"] else "no"}
+              for r in rows], "table", ["model", "converted", *PROXY_NAMES, "note"])
+        return 0
+
+
 def _commands() -> list[Command]:
     def walk(cls):
         for sub in cls.__subclasses__():

@@ -39,3 +39,7 @@ class StudyError(EinnasError):
 
 class UsageError(EinnasError):
     """An option value that is out of range or inconsistent with another."""
+
+
+class ConversionError(ModelError):
+    """A readable ONNX file that cannot be converted to a torch module (unsupported op, shapes)."""
