@@ -40,7 +40,7 @@ try:
     from einnas.surrogate.proxies import PROXY_NAMES as _PROXIES
 except ImportError:  # the proxies module lands on its own branch
     _PROXIES = ("snip", "grad_norm", "synflow", "naswot", "jacov")
-PROXY_FEATURES = tuple(f"proxy_{name}" for name in _PROXIES) + ("proxy_available",)
+PROXY_FEATURES = tuple(f"proxy_{name}" for name in _PROXIES if name != "flops") + ("proxy_available",)
 #: All feature names a row can have, in the default order.
 NUMERIC_NAMES = GRAPH_NAMES + TASK_NAMES + PROXY_FEATURES
 DESCRIPTION_CACHE_VERSION = 3

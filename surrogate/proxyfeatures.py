@@ -22,6 +22,13 @@ from einnas.errors import EinnasError
 CACHE_VERSION = 1
 
 
+def _names() -> tuple:
+    """The proxies used as features: all but ``flops`` (a graph feature already, and slow to count)."""
+    from einnas.surrogate.proxies import PROXY_NAMES
+
+    return tuple(n for n in PROXY_NAMES if n != "flops")
+
+
 def available() -> str | None:
     """None when zero-cost proxies can be computed here, else why not."""
     try:
@@ -90,7 +97,8 @@ def compute_arch(arch: str, shape, classes: int, seed: int = 0, grammar=None, ba
     from einnas.surrogate.proxies import proxies_for_arch
 
     try:
-        values = proxies_for_arch(arch, tuple(shape), int(classes), batch=batch, seed=seed, grammar=grammar)
+        values = proxies_for_arch(arch, tuple(shape), int(classes), batch=batch, seed=seed, grammar=grammar,
+                                  names=_names())
     except (EinnasError, RuntimeError, ValueError, MemoryError):
         return None
     return _clean(values)
@@ -104,12 +112,12 @@ def compute_onnx(path, batch=None, seed: int = 0) -> tuple[dict | None, str | No
     from einnas.surrogate.proxies import proxies_for_onnx
 
     try:
-        result = proxies_for_onnx(path, batch=batch, seed=seed)
+        result = proxies_for_onnx(path, batch=batch, seed=seed, names=_names())
     except (EinnasError, RuntimeError, ValueError, MemoryError) as error:
         return None, " ".join(str(error).split())[:200] or type(error).__name__
     values = _clean(getattr(result, "values", None) or {})
-    if not values:
-        return None, getattr(result, "note", None) or "the file could not be converted to torch"
+    if not values or not getattr(result, "converted", True):
+        return None, " ".join(str(getattr(result, "note", None) or "the file could not be converted to torch").split())
     return values, None
 
 
