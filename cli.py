@@ -475,34 +475,49 @@ class Best(Command):
 
 class BenchBuild(Command):
     name = "bench build"
-    help = "train sampled (and mutated) architectures; append one record each to a JSON Lines file"
+    help = "train sampled (and mutated) architectures into an Optuna study of records, as a search does"
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k or a folder")
-        parser.add_argument("--n", type=positive_int, required=True, help="number of architecture slots")
-        parser.add_argument("--seed", type=int, default=0, help="build seed; slot i's seed derives from (seed, i)")
-        parser.add_argument("--out", required=True, metavar="FILE", help="records file (JSON Lines, appended)")
-        parser.add_argument("--epochs", type=positive_int, help="training epochs (default: the search budget, 8)")
-        parser.add_argument("--seconds", type=float, default=60.0, help="time budget per record (default 60)")
+        parser.add_argument("--trials", "--n", type=positive_int, metavar="N",
+                            help="trained records in the study, all workers together (running again continues to N)")
+        parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
+        parser.add_argument("--seed", type=int, default=0, help="study seed; trial n's proposal derives from (seed, n)")
+        parser.add_argument("--storage", metavar="FILE_OR_URL",
+                            help="journal file, sqlite:///FILE or database URL (default: runs/NAME/study.journal)")
+        parser.add_argument("--study-name", metavar="NAME", help="(default: DATASET[-GRAMMAR]-bench-sSEED)")
+        parser.add_argument("--out", metavar="FILE", help="same as --storage (a journal file)")
+        parser.add_argument("--epochs", type=positive_int, default=8, help="training epochs (default 8, the search budget)")
+        parser.add_argument("--seconds", type=_positive_float, default=60.0, help="time budget per trial (default 60)")
+        parser.add_argument("--batch-size", type=positive_int, default=256, help="(default 256)")
+        parser.add_argument("--lr", type=_positive_float, default=0.04, help="(default 0.04)")
         parser.add_argument("--max-params", type=positive_int, default=1_000_000)
         parser.add_argument("--max-activations", type=positive_int, default=1_000_000)
-        parser.add_argument("--mutate", type=float, default=0.3, help="share of mutations of good records (0.3)")
+        parser.add_argument("--mutate", type=float, default=0.3, help="share of mutations of good trials (default 0.3)")
+        parser.add_argument("--top", type=float, default=0.1, help="parents come from this top share (default 0.1)")
         parser.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
         parser.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPUs/workers)")
         parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-        parser.add_argument("-q", "--quiet", action="store_true", help="no line per record on stderr")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no line per trial on stderr")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
     def run(self, args):
+        import optuna
+
         from einnas.surrogate.bench import BenchConfig, build
 
-        if args.seconds is not None and not args.seconds > 0:
-            raise UsageError(f"--seconds {args.seconds}: must be positive")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if args.out and args.storage and args.out != args.storage:
+            raise UsageError(f"--out {args.out} and --storage {args.storage}: give one")
+        if args.out and args.out.endswith(".jsonl"):
+            raise UsageError(f"--out {args.out}: bench build records into an Optuna study now; give a journal file "
+                             "(--storage bench.journal) and write JSON Lines with 'einnas bench export'")
         config = BenchConfig(
-            dataset=args.dataset, n=args.n, seed=args.seed, out=args.out, epochs=args.epochs,
-            seconds=args.seconds, max_params=args.max_params, max_activations=args.max_activations,
-            mutate_fraction=args.mutate, threads=args.threads, device=args.device,
+            dataset=args.dataset, trials=args.trials, timeout=args.timeout, seed=args.seed,
+            storage=args.storage or args.out, study_name=args.study_name, epochs=args.epochs, seconds=args.seconds,
+            batch_size=args.batch_size, lr=args.lr, max_params=args.max_params, max_activations=args.max_activations,
+            mutate_fraction=args.mutate, top_fraction=args.top, threads=args.threads, device=args.device,
             grammar=args.grammar, plugins=tuple(args.plugin),
         )
         summary = build(config, workers=args.workers, quiet=args.quiet)
@@ -514,8 +529,42 @@ class BenchBuild(Command):
         return 0
 
 
+class BenchExport(Command):
+    name = "bench export"
+    help = "write the records of a study (bench build or search) as JSON Lines"
+
+    def add_arguments(self, parser):
+        parser.add_argument("--storage", required=True, metavar="FILE_OR_URL",
+                            help="journal file, run folder, sqlite:///FILE or database URL")
+        parser.add_argument("--study-name", action="append", metavar="NAME",
+                            help="export only this study (repeatable; default: all einnas studies of the storage)")
+        parser.add_argument("-o", "--output", required=True, metavar="FILE.jsonl", help="JSON Lines file to write")
+        parser.add_argument("--force", action="store_true", help="replace a file that bench export did not write")
+
+    def run(self, args):
+        from einnas.surrogate.bench import export
+
+        count = export(args.storage, args.output, study_names=args.study_name, force=args.force)
+        print(f"wrote {args.output}: {count} records")
+        return 0
+
+
 def _fmt_metric(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _add_records_options(parser) -> None:
+    parser.add_argument("--study-name", action="append", metavar="NAME",
+                        help="read only this study of each storage given (repeatable; default: all einnas studies)")
+    parser.add_argument("--skip-bad-lines", action="store_true",
+                        help="skip malformed lines of JSON Lines files (counted) instead of refusing the file")
+
+
+def _load_records(args, log):
+    from einnas.surrogate.records import load_records
+
+    return load_records(args.records, label_key=args.label_key, log=log, study_names=args.study_name,
+                        skip_bad_lines=args.skip_bad_lines)
 
 
 class SurrogateFit(Command):
@@ -524,8 +573,10 @@ class SurrogateFit(Command):
 
     def add_arguments(self, parser):
         parser.add_argument("records", nargs="+", metavar="RECORDS",
-                            help="JSON Lines files of 'einnas bench build', or folders of ONNX files with "
-                                 "the accuracy in metadata_props (ONNX-Bench style)")
+                            help="studies (journal files, run folders, sqlite:/// or postgresql:// URLs) of "
+                                 "'einnas bench build' or 'einnas search', JSON Lines files, or folders of ONNX "
+                                 "files with the accuracy in metadata_props (ONNX-Bench style)")
+        _add_records_options(parser)
         parser.add_argument("-o", "--out", required=True, metavar="DIR", help="predictor folder to write")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--holdout", type=float, default=0.2,
@@ -543,18 +594,18 @@ class SurrogateFit(Command):
     def run(self, args):
         from einnas.surrogate.encoder import cache_dir
         from einnas.surrogate.features import DescriptionCache
-        from einnas.surrogate.predictor import FitConfig, featurize, fit, load_records, provenance, save_atomic
+        from einnas.surrogate.predictor import FitConfig, featurize, fit, provenance, save_atomic
         from einnas.surrogate.proxyfeatures import ProxyCache
 
         if not 0 <= args.holdout < 1:
             raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
         log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
-        records = load_records(args.records, label_key=args.label_key, log=log)
+        records = _load_records(args, log)
         folder = args.cache or cache_dir()
         proxies = None if args.no_proxies else ProxyCache(folder, seed=0)
         data = featurize(records, None, DescriptionCache(folder), holdout=args.holdout, log=log, proxies=proxies)
         meta = {"holdout": args.holdout,
-                "provenance": provenance(args.seed, [r for r in args.records], argv=args.argv)}
+                "provenance": provenance(args.seed, [r for r in args.records if "://" not in r], argv=args.argv)}
         config = FitConfig(use_text=args.text and not args.no_text, use_proxies=not args.no_proxies,
                            members=args.members, seed=args.seed)
         predictor = fit(data, config, meta=meta, log=log)
@@ -581,7 +632,8 @@ class SurrogateEval(Command):
         parser.add_argument("predictor", nargs="?", default="default", metavar="DIR",
                             help="predictor folder (default: the shipped one)")
         parser.add_argument("--records", nargs="+", required=True, metavar="RECORDS",
-                            help="JSON Lines files or ONNX folders, as for 'surrogate fit'")
+                            help="studies, JSON Lines files or ONNX folders, as for 'surrogate fit'")
+        _add_records_options(parser)
         parser.add_argument("--split", choices=["test", "all"], default="test",
                             help="test: the held-out architectures only (default); all: every record "
                                  "(fair only for datasets the predictor was not fitted on)")
@@ -593,13 +645,13 @@ class SurrogateEval(Command):
     def run(self, args):
         from einnas.surrogate.encoder import cache_dir
         from einnas.surrogate.features import DescriptionCache
-        from einnas.surrogate.predictor import evaluate_records, load_records
+        from einnas.surrogate.predictor import evaluate_records
         from einnas.surrogate.proxyfeatures import ProxyCache
         from einnas.surrogate.score import load_predictor
 
         predictor = load_predictor(args.predictor)
         log = None if args.quiet else (lambda line: print(f"einnas surrogate eval: {line}", file=sys.stderr, flush=True))
-        records = load_records(args.records, label_key=args.label_key, log=log)
+        records = _load_records(args, log)
         folder = args.cache or cache_dir()
         proxies = ProxyCache(folder, seed=0) if predictor.config.use_proxies else None
         rows = evaluate_records(predictor, records, None, DescriptionCache(folder), split=args.split, log=log,

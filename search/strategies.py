@@ -205,3 +205,44 @@ class RegularisedEvolution(Strategy):
 
 
 STRATEGIES: dict[str, type[Strategy]] = {"re": RegularisedEvolution, "random": RandomSampling}
+
+
+class SampleAndMutate(Strategy):
+    """Mostly fresh PCFG samples, a share of mutations of good trials: what ``einnas bench build`` uses.
+
+    With probability ``mutate_fraction`` (once at least ``min_parents`` trials are
+    scored) the parent is drawn uniformly from the best ``top_fraction`` of the scored
+    trials (at least ``min_parents``) and mutated once; otherwise a fresh sample. So the
+    records cover the accuracy range a search sees, not only the mostly-collapsed
+    random networks. A parent that no longer parses (another grammar) is replaced by a
+    fresh sample.
+    """
+
+    name = "sample"
+
+    def __init__(self, space: SearchSpace, mutate_fraction: float = 0.3, top_fraction: float = 0.1,
+                 min_parents: int = 5):
+        super().__init__(space)
+        if not 0 <= mutate_fraction <= 1 or not 0 < top_fraction <= 1:
+            raise UsageError(f"mutate fraction {mutate_fraction} and top fraction {top_fraction}: expected fractions")
+        self.mutate_fraction, self.top_fraction, self.min_parents = mutate_fraction, top_fraction, min_parents
+        self._parsed: dict[str, Architecture] = {}  # a parse cache, not search state
+
+    def settings(self):
+        return {"strategy": self.name, "mutate_fraction": self.mutate_fraction, "top_fraction": self.top_fraction,
+                "min_parents": self.min_parents}
+
+    def propose(self, view, trial_number, rng):
+        scored = view.top(len(view.completed))
+        if rng.random() < self.mutate_fraction and len(scored) >= self.min_parents:
+            top = scored[: max(self.min_parents, int(len(scored) * self.top_fraction))]
+            parent = top[rng.randrange(len(top))]
+            try:
+                arch = self._parsed.get(parent.arch) or self._parsed.setdefault(parent.arch, self.space.parse(parent.arch))
+                return Proposal(self.space.mutate(arch, rng), "mutation", parent.number)
+            except ArchitectureError:
+                pass
+        return Proposal(self.space.sample(rng), "sample")
+
+
+STRATEGIES["sample"] = SampleAndMutate

@@ -2,7 +2,8 @@
 
 Public names (issues 6 and 10; see ``docs/surrogate.md``)::
 
-    BenchConfig, build, read_records          einnas bench build: (architecture, accuracy) records
+    Bench, BenchConfig, build, export         einnas bench build / export: records made in an Optuna study
+    records.load_records, read_records        training records from studies, JSON Lines and ONNX folders
     read_onnx_folder                          ONNX-Bench-style folders (accuracy in metadata_props)
     TextEncoder, segments                     description text -> MiniLM vector (ONNX Runtime)
     GraphRecord, NUMERIC_NAMES, describe_arch, describe_file, feature_table, Task
@@ -11,7 +12,7 @@ Public names (issues 6 and 10; see ``docs/surrogate.md``)::
     Scorer, Score, load_predictor, PRETRAINED einnas score
 """
 
-from einnas.surrogate.bench import BenchConfig, build, read_records
+from einnas.surrogate.bench import Bench, BenchConfig, build, export, read_records
 from einnas.surrogate.encoder import TextEncoder, segments
 from einnas.surrogate.features import NUMERIC_NAMES, GraphRecord, describe_arch, describe_file, feature_table
 from einnas.surrogate.interface import BasePredictor, Prediction
@@ -24,8 +25,8 @@ from einnas.surrogate.selection import fit
 from einnas.surrogate.task import Task
 
 __all__ = [
-    "NUMERIC_NAMES", "PRETRAINED", "BasePredictor", "BenchConfig", "FitConfig", "GraphRecord", "Prediction",
-    "Predictor", "Score", "Scorer", "Task", "TextEncoder", "build", "describe_arch", "describe_file", "feature_table",
-    "featurize", "fit", "fit_predictor", "load_predictor", "load_records", "rank_metrics", "read_onnx_folder",
-    "read_records", "segments", "split_of",
+    "NUMERIC_NAMES", "PRETRAINED", "BasePredictor", "Bench", "BenchConfig", "FitConfig", "GraphRecord", "Prediction",
+    "Predictor", "Score", "Scorer", "Task", "TextEncoder", "build", "describe_arch", "describe_file", "export",
+    "feature_table", "featurize", "fit", "fit_predictor", "load_predictor", "load_records", "rank_metrics",
+    "read_onnx_folder", "read_records", "segments", "split_of",
 ]

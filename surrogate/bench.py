@@ -1,245 +1,112 @@
-"""Benchmark records: (architecture, accuracy) pairs made by training sampled architectures.
+"""``einnas bench build``: (architecture, accuracy) records, made by a search that samples.
 
-``einnas bench build`` fills an append-only JSON Lines file, one line per architecture
-slot ``i`` in ``[0, N)``. Slot ``i`` has its own seed derived from ``(S, i)``; about 70%
-of slots draw a fresh PCFG sample and 30% mutate one of the best records present when
-the slot starts, so the records cover the accuracy range a search sees. Each record
-stores its seed, origin and parent, the training budget, both accuracies, the
-parameter count, the time and, on failure, the reason, plus where and how it was made
-(command, date, einnas / torch versions, machine).
+A build is a search recorded in an Optuna study, run by the search's own worker
+loop (:func:`einnas.search.run_worker`): the same claims, heartbeats, exact trial
+counts, lost-trial retries and resume as ``einnas search``. Its strategy is
+:class:`~einnas.search.strategies.SampleAndMutate` (``sample``): about 70% of the
+trials draw a fresh PCFG sample and 30% (``mutate_fraction``) mutate one of the best
+10% of the trials scored so far, so the records cover the accuracy range a search
+sees. Trial ``n`` proposes with the random stream of (study seed, ``n``) and trains
+with the seed of (study seed, archid), as in a search.
 
-Workers coordinate through the file itself: under an exclusive ``fcntl`` lock a worker
-reads the records and the claims sidecar (``FILE.claims``), claims the lowest free
-slot, and later appends its record under the same lock. Any number of workers (one
-command with ``--workers K``, several commands, several machines on a shared disk)
-can fill one file; a killed worker's claim goes stale (its process is gone, or it is
-older than ``claim_timeout``), so running the same command again resumes.
+What the study holds (read back by :func:`einnas.surrogate.records.load_records`):
+
+* the study's ``einnas`` attribute: the settings every worker must share — grammar
+  sha256, the task (``task``: dataset, input shape, classes, split sizes), the fixed
+  training budget (``budget``: epochs, seconds, batch size, lr, sampling limits),
+  the strategy and seed. A worker (or a resumed command) with other settings is refused;
+* ``einnas_run``: where and how the study was created (command, date, einnas / torch
+  / python versions, machine);
+* each trial: the search's attributes (``arch``, ``archid``, ``params``, ``origin``,
+  ``parent``, ``scored_by``, ``reason``, ``curve``, ``seconds``, ``worker``) plus
+  ``test_acc``, ``train_seed``, ``device`` and ``run`` (the provenance of the worker
+  that trained it).
+
+Running the same command again continues to ``--trials``; a larger ``--trials``
+extends the build; ``--workers K`` runs K processes on the study; several commands
+or machines may share it (a database URL or a journal on a shared disk).
+``einnas bench export`` writes the records as JSON Lines.
 
 Example::
 
-    einnas bench build --dataset digits --n 300 --seed 0 --out digits.jsonl --workers 2
+    einnas bench build --dataset digits --trials 300 --seed 0 --storage bench.journal --workers 2
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import fcntl
-import hashlib
 import json
 import os
 import platform
-import random
+import re
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from einnas.errors import ArchitectureError, UsageError
+from einnas.search.evaluators import Evaluation, TrainingEvaluator
+from einnas.surrogate.records import RUN_ATTR, load_records
 
-#: Version of the record layout.
-RECORD_VERSION = 1
+#: Extra trial attributes a build writes (beside the search's).
+TEST_ACC, TRAIN_SEED, RUN = "test_acc", "train_seed", "run"
 
 
 @dataclass
 class BenchConfig:
-    """What ``einnas bench build`` makes; every worker of one file should use the same."""
+    """What ``einnas bench build`` makes; every worker of one study must agree on all but
+    ``trials``, ``timeout``, ``threads``, ``device`` and ``command``."""
 
     dataset: str
-    n: int
+    trials: int | None = None  # trained records of the whole study (all workers)
     seed: int = 0
-    out: str = "bench.jsonl"
-    epochs: int | None = None  # None: the trainer's default (the search budget)
-    seconds: float | None = 60.0  # per-record wall-clock budget; over it is a "timeout" record
+    storage: str | None = None  # journal file or database URL; None: runs/<study name>/study.journal
+    study_name: str | None = None  # None: <dataset>[-<grammar>]-bench-s<seed>
+    epochs: int = 8  # the search budget (einspace's search epochs)
+    seconds: float | None = 60.0  # per trial; slower candidates are failed trials with reason timeout
+    batch_size: int = 256
+    lr: float = 0.04
     max_params: int = 1_000_000  # keeps CPU training fast; the sampler enforces it analytically
     max_activations: int = 1_000_000
-    mutate_fraction: float = 0.3  # share of slots that mutate a good record instead of sampling
-    top_fraction: float = 0.1  # parents come from this top share of the successful records
-    threads: int | None = None  # torch CPU threads per worker
+    mutate_fraction: float = 0.3  # share of trials that mutate a good trial instead of sampling
+    top_fraction: float = 0.1  # parents come from this top share of the scored trials
+    timeout: float | None = None  # seconds after which this worker starts no new trial
+    threads: int | None = None  # torch CPU threads per worker; None: CPUs / workers
     device: str = "cpu"
     grammar: str | None = None
     plugins: tuple[str, ...] = ()
-    claim_timeout: float | None = None  # seconds until a foreign-host claim is stale; None: from budget
-    dataset_name: str | None = None  # the loaded dataset's name (records store it); set by the worker
+    heartbeat_interval: int | None = None  # None: the search's defaults
+    grace_period: int | None = None
     command: str = field(default_factory=lambda: " ".join(["einnas", *sys.argv[1:]]))
 
-    def stale_after(self) -> float:
-        if self.claim_timeout is not None:
-            return self.claim_timeout
-        return max(3600.0, 4 * (self.seconds or 900.0))
+    def check(self) -> None:
+        """Raise :class:`UsageError` for values out of range."""
+        if self.trials is None and self.timeout is None:
+            raise UsageError("give --trials N, --timeout SECONDS or both")
+        for name in ("trials", "epochs", "batch_size", "max_params", "max_activations", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, not {value}")
+        for name in ("seconds", "lr", "timeout"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < float("inf"):
+                raise UsageError(f"--{name} must be a positive number, not {value}")
+        if not 0 <= self.mutate_fraction <= 1:
+            raise UsageError(f"--mutate {self.mutate_fraction}: expected a fraction in [0, 1]")
+        if not 0 < self.top_fraction <= 1:
+            raise UsageError(f"--top {self.top_fraction}: expected a fraction in (0, 1]")
+        if self.storage and self.storage.endswith(".jsonl"):
+            raise UsageError(f"--storage {self.storage}: bench build records into an Optuna study (a journal "
+                             "file such as bench.journal, or a database URL); 'einnas bench export' writes JSON Lines")
+        if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.study_name):
+            raise UsageError(f"--study-name {self.study_name!r}: use letters, digits, '.', '_' and '-' only")
 
 
-def slot_seed(seed: int, index: int) -> int:
-    """The seed of slot ``index`` of a build with seed ``seed`` (31 bits)."""
-    digest = hashlib.blake2b(f"einnas-bench:{seed}:{index}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
-
-
-# --- the file --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def locked(path: str | Path) -> Iterator[object]:
-    """Open ``path`` for appending under an exclusive lock (created if missing)."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise UsageError(f"--out {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    with open(path, "a+", encoding="utf-8") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield handle
-        finally:
-            handle.flush()
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _read_lines(handle) -> list[dict]:
-    handle.seek(0)
-    rows = []
-    for line in handle.read().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill mid-write; its slot is simply redone
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def _append_line(handle, row: dict) -> None:
-    handle.seek(0, os.SEEK_END)
-    if handle.tell() > 0:
-        handle.seek(handle.tell() - 1)
-        if handle.read(1) != "\n":  # finish a torn line so the new one parses
-            handle.write("\n")
-    handle.write(json.dumps(row, separators=(",", ":")) + "\n")
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def read_records(*paths: str | Path) -> list[dict]:
-    """All records of one or more JSON Lines files (torn or foreign lines are skipped).
-
-    Raises :class:`UsageError` for a missing file.
-    """
-    rows: list[dict] = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"records file {str(path)!r} does not exist")
-        with open(path, encoding="utf-8") as handle:
-            rows.extend(r for r in _read_lines(handle) if "arch" in r and "archid" in r)
-    return rows
-
-
-def append_record(path: str | Path, record: dict) -> None:
-    """Append one record to ``path`` under the file lock."""
-    with locked(path) as handle:
-        _append_line(handle, record)
-
-
-# --- claims -------------------------------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _claim_live(claim: dict, now: float, stale_after: float) -> bool:
-    if claim.get("host") == socket.gethostname():
-        pid = claim.get("pid")
-        return isinstance(pid, int) and _pid_alive(pid) and now - claim.get("time", 0) < 10 * stale_after
-    return now - claim.get("time", 0) < stale_after
-
-
-def _name(config: BenchConfig) -> str:
-    return config.dataset_name or config.dataset
-
-
-def _slot_key(config: BenchConfig, record: dict) -> int | None:
-    if record.get("dataset") != _name(config) or record.get("bench_seed") != config.seed:
-        return None
-    return record.get("index")
-
-
-# --- one worker -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    index: int
-    seed: int
-    origin: str
-    parent: str | None
-    arch: object
-
-
-def _plan_slot(config: BenchConfig, grammar, dataset, index: int, records: list[dict], limits) -> _Plan:
-    from einnas.grammar import mutate, parse_arch, sample_one
-
-    seed = slot_seed(config.seed, index)
-    rng = random.Random(seed)
-    same = [r for r in records if r.get("dataset") == _name(config)]
-    seen = {r["archid"] for r in same}
-    good = sorted((r for r in same if r.get("ok") and r.get("val_acc") is not None), key=lambda r: -r["val_acc"])
-    shape, classes = dataset.input_shape, dataset.num_classes
-    want_mutation = rng.random() < config.mutate_fraction and len(good) >= 5
-    parent = None
-    for _attempt in range(20):  # redraw duplicates of records already present
-        arch = None
-        if want_mutation:
-            top = good[: max(5, int(len(good) * config.top_fraction))]
-            parent = top[rng.randrange(len(top))]
-            try:
-                arch = mutate(grammar, parse_arch(parent["arch"], grammar), rng, shape, classes, limits)
-            except ArchitectureError:  # a record of another grammar or shape: sample instead
-                want_mutation, parent = False, None
-        if arch is None:
-            arch = sample_one(grammar, rng, shape, classes, limits)
-        if arch.archid not in seen:
-            break
-    origin = "mutation" if want_mutation else "sample"
-    return _Plan(index, seed, origin, parent["archid"] if (want_mutation and parent) else None, arch)
-
-
-def _claim(config: BenchConfig, grammar, dataset, limits) -> _Plan | None:
-    claims_path = Path(str(config.out) + ".claims")
-    with locked(config.out) as handle:
-        records = _read_lines(handle)
-        done = {_slot_key(config, r) for r in records}
-        now = time.time()
-        live = set()
-        if claims_path.exists():
-            with open(claims_path, encoding="utf-8") as cf:
-                for claim in _read_lines(cf):
-                    if claim.get("dataset") == _name(config) and claim.get("bench_seed") == config.seed \
-                            and _claim_live(claim, now, config.stale_after()):
-                        live.add(claim.get("index"))
-        index = next((i for i in range(config.n) if i not in done and i not in live), None)
-        if index is None:
-            return None
-        plan = _plan_slot(config, grammar, dataset, index, [r for r in records if "arch" in r], limits)
-        with open(claims_path, "a+", encoding="utf-8") as cf:
-            _append_line(cf, {
-                "index": index, "dataset": _name(config), "bench_seed": config.seed,
-                "pid": os.getpid(), "host": socket.gethostname(), "time": now,
-            })
-        return plan
-
-
-def run_info(config: BenchConfig) -> dict:
-    """Where and how records are made: stored in every record."""
+def run_info(command: str, threads: int | None = None) -> dict:
+    """Where and how records are made: the command, date, versions and machine."""
     from importlib import metadata
 
     import torch
@@ -249,145 +116,268 @@ def run_info(config: BenchConfig) -> dict:
     except metadata.PackageNotFoundError:
         version = "unknown"
     return {
-        "command": config.command,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "einnas": version,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
-        "host": socket.gethostname(),
-        "threads": config.threads or torch.get_num_threads(),
+        "command": command, "date": _now(), "einnas": version, "torch": torch.__version__,
+        "python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "host": socket.gethostname(), "threads": threads or torch.get_num_threads(),
     }
 
 
-def build_worker(
-    config: BenchConfig, log: Callable[[str], None] | None = None, max_records: int | None = None,
-    stop: Callable[[], bool] | None = None,
-) -> int:
-    """Fill free slots of ``config.out`` until none is left (or ``max_records`` are written,
-    or ``stop()`` is true); returns how many this worker wrote."""
-    from einnas.evaluate import TrainConfig, load_dataset, resolve_device, train
-    from einnas.grammar import Limits, build_network, load_grammar
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
-    device = resolve_device(config.device)
-    grammar = load_grammar(config.grammar, plugins=config.plugins)
-    dataset = load_dataset(config.dataset)
-    config.dataset_name = dataset.name
-    limits = Limits(max_params=config.max_params, max_activations=config.max_activations)
-    train_config = TrainConfig(seconds=config.seconds, threads=config.threads)
-    if config.epochs is not None:
-        train_config.epochs = config.epochs
-    budget = {
-        "epochs": train_config.epochs, "seconds": config.seconds, "batch_size": train_config.batch_size,
-        "lr": train_config.lr, "max_params": config.max_params, "max_activations": config.max_activations,
-    }
-    info = run_info(config)
-    written = 0
-    while (max_records is None or written < max_records) and not (stop and stop()):
-        plan = _claim(config, grammar, dataset, limits)
-        if plan is None:
-            break
-        arch = plan.arch
-        result = train(
-            lambda: build_network(arch, dataset.input_shape, dataset.num_classes), dataset, train_config,
-            seed=plan.seed, device=device, test=True,
+
+class RecordingEvaluator(TrainingEvaluator):
+    """Trains like the search's evaluator, and also measures test accuracy and stamps each
+    trial with its training seed, device and provenance (a record needs them)."""
+
+    def __init__(self, dataset, config, device: str = "cpu", run: dict | None = None):
+        super().__init__(dataset, config, device=device)
+        self.run = dict(run or {})
+
+    def settings(self):
+        return {**super().settings(), "test_acc": True}
+
+    def evaluate(self, arch, seed):
+        from einnas.evaluate import train
+        from einnas.grammar import build_network
+
+        self._warm_up()
+        ds = self.dataset
+        try:
+            result = train(lambda: build_network(arch, ds.input_shape, ds.num_classes), ds, self.config,
+                           seed=seed, device=self.device, test=True)
+        except ArchitectureError as error:  # the builder refused the tree
+            return Evaluation(False, reason="invalid", detail=str(error)[:300], extra={TRAIN_SEED: seed})
+        return Evaluation(
+            ok=result.ok, value=result.val_acc, reason=result.reason, detail=result.detail or "",
+            params=result.params, seconds=result.seconds,
+            curve=[s.val_acc for s in result.curve if s.val_acc is not None],
+            extra={TEST_ACC: result.test_acc, TRAIN_SEED: seed, "epochs_run": result.epochs_run,
+                   "device": result.device, RUN: {**self.run, "date": _now()}},
         )
-        record = {
-            "v": RECORD_VERSION,
-            "arch": arch.string,
-            "archid": arch.archid,
-            "dataset": dataset.name,
-            "input_shape": list(dataset.input_shape),
-            "num_classes": dataset.num_classes,
-            "budget": budget,
-            "ok": result.ok,
-            "val_acc": result.val_acc,
-            "test_acc": result.test_acc,
-            "params": result.params or (arch.info.params if arch.info else None),
-            "seconds": round(result.seconds, 3),
-            "reason": result.reason,
-            "detail": result.detail or None,
-            "index": plan.index,
-            "bench_seed": config.seed,
-            "seed": plan.seed,
-            "origin": plan.origin,
-            "parent": plan.parent,
-            "grammar": grammar.sha256,
-            "device": str(device),
-            "run": {**info, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+
+
+def default_study_name(config: BenchConfig, dataset_label: str, grammar_label: str | None) -> str:
+    """``<dataset>[-<grammar>]-bench-s<seed>``: the same command names the same study."""
+    parts = [re.sub(r"[^A-Za-z0-9._-]+", "_", dataset_label).strip("_.") or "data"]
+    if grammar_label:
+        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "_", grammar_label).strip("_.") or "grammar")
+    return "-".join(parts + ["bench"]) + f"-s{config.seed}"
+
+
+class Bench:
+    """A prepared build: dataset, space, strategy, evaluator and the opened (or joined) study.
+
+    Constructing it loads everything and opens the study, so option, dataset and
+    storage errors surface before any training; :meth:`run` runs this worker's trials.
+    """
+
+    def __init__(self, config: BenchConfig):
+        from einnas.evaluate import BUILTIN_DATASETS, TrainConfig, load_dataset, resolve_device
+        from einnas.grammar import DEFAULT_GRAMMAR, Limits, load_grammar
+        from einnas.search.run import _version
+        from einnas.search.space import SearchSpace
+        from einnas.search.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study
+        from einnas.search.strategies import SampleAndMutate
+
+        config.check()
+        self.config = config
+        resolve_device(config.device)  # a bad device fails before the slow loads
+        grammar = load_grammar(config.grammar, plugins=config.plugins)
+        self.dataset = ds = load_dataset(config.dataset)
+        limits = Limits(max_params=config.max_params, max_activations=config.max_activations)
+        self.space = SearchSpace(grammar, tuple(ds.input_shape), ds.num_classes, limits)
+        self.strategy = SampleAndMutate(self.space, config.mutate_fraction, config.top_fraction)
+        self.train_config = TrainConfig(epochs=config.epochs, seconds=config.seconds, batch_size=config.batch_size,
+                                        lr=config.lr, max_params=limits.max_params, threads=config.threads)
+        self.run_info = run_info(config.command, config.threads)
+        self.evaluator = RecordingEvaluator(ds, self.train_config, device=config.device, run=self.run_info)
+
+        builtin = Path(grammar.path) == DEFAULT_GRAMMAR
+        label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name
+        self.study_name = config.study_name or default_study_name(
+            config, label, None if builtin else Path(config.grammar or grammar.path).stem)
+        self.storage_spec = config.storage or str(RUNS_DIR / self.study_name / "study.journal")
+        self.storage_shown = describe_storage(self.storage_spec)
+        sizes = ds.sizes()
+        task = {"dataset": ds.name, "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
+                "train_size": sizes["train"], "valid_size": sizes["valid"], "test_size": sizes["test"]}
+        budget = {"epochs": config.epochs, "seconds": config.seconds, "batch_size": config.batch_size,
+                  "lr": config.lr, "max_params": config.max_params, "max_activations": config.max_activations}
+        settings = {
+            "kind": "bench", "grammar_sha256": grammar.sha256,
+            "grammar_name": "einspace" if builtin else Path(config.grammar or grammar.path).stem,
+            "grammar_path": "einspace.lark (built-in)" if builtin else str(config.grammar or grammar.path),
+            "plugins": list(config.plugins), "dataset": ds.name, "input_shape": task["input_shape"],
+            "num_classes": ds.num_classes, "seed": config.seed, "limits": limits.as_dict(), "task": task,
+            "budget": budget, **self.strategy.settings(), **self.evaluator.settings(),
+            "version": _version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"), "dataset_source": ds.source,
         }
-        append_record(config.out, record)
-        written += 1
-        if log is not None:
-            acc = f"val {record['val_acc']:.4f}" if result.ok else f"failed: {result.reason}"
-            log(f"[{plan.index}/{config.n}] {arch.archid} {plan.origin:<8} params {record['params']:>9,}  "
-                f"{acc}  {result.seconds:.1f}s")
-    return written
+        self.heartbeat_interval = config.heartbeat_interval or HEARTBEAT_INTERVAL
+        self.grace_period = config.grace_period or GRACE_PERIOD
+        storage = open_storage(self.storage_spec, heartbeat_interval=self.heartbeat_interval,
+                               grace_period=self.grace_period)
+        self.study = open_study(storage, self.study_name, settings, seed=config.seed, shown=self.storage_shown)
+        if RUN_ATTR not in self.study.user_attrs:
+            self.study.set_user_attr(RUN_ATTR, self.run_info)
+        self.settings = dict(self.study.user_attrs["einnas"])
+
+    def run(self, log: Callable[[str], None] | None = None, parent: int | None = None):
+        """Run this worker's trials until the study counts ``trials`` (or ``timeout``).
+
+        With ``parent`` (a process id), stops before the next trial once that process is
+        gone, so a killed command does not leave workers behind. Returns the loop's
+        :class:`~einnas.search.loop.WorkerStats`.
+        """
+        from einnas.search.loop import run_worker
+
+        c = self.config
+
+        def progress(view, record):
+            if parent is not None and os.getppid() != parent:
+                raise _Orphaned
+            if record is not None and log is not None:
+                outcome = f"val {record.value:.4f}" if record.value is not None else f"failed: {record.reason}"
+                log(f"[{view.counted}/{c.trials or '-'}] trial {record.number} {record.archid} {record.origin:<8} "
+                    f"params {record.params or 0:>9,}  {outcome}  {record.seconds or 0:.1f}s")
+
+        try:
+            return run_worker(self.study, self.strategy, self.evaluator, seed=c.seed, trials=c.trials,
+                              timeout=c.timeout, progress=progress, heartbeat_interval=self.heartbeat_interval,
+                              grace_period=self.grace_period)
+        except _Orphaned:
+            return None
+
+    def summary(self, evaluated: int | None = None) -> dict:
+        """Counts and the best trial of the study."""
+        from einnas.search.records import StudyView
+
+        view = StudyView.of(self.study)
+        reasons: dict[str, int] = {}
+        for r in view.records:
+            if r.failed:
+                reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        best = view.best
+        return {
+            "study": self.study_name, "storage": self.storage_shown, "dataset": self.dataset.name,
+            "seed": self.config.seed, "trials": self.config.trials, "records": view.counted,
+            "ok": len(view.completed), "failed": reasons, "this_worker": evaluated,
+            "best_val_acc": best.value if best else None, "best_archid": best.archid if best else None,
+        }
+
+
+class _Orphaned(Exception):
+    """The command that started this worker is gone."""
 
 
 def _worker_main(config_dict: dict, quiet: bool, parent: int | None = None) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a fresh (spawned) process: as the command set it
     config = BenchConfig(**config_dict)
     log = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    # A worker whose parent command died stops after its current record (its claim stays
-    # until then; a restarted command skips it only while this process lives).
-    build_worker(config, log, stop=(lambda: os.getppid() != parent) if parent else None)
+    Bench(config).run(log, parent=parent)
 
 
-def build(config: BenchConfig, workers: int = 1, quiet: bool = False) -> dict:
-    """Run ``workers`` worker processes (1: in this process) and summarise the file."""
-    if config.n <= 0:
-        raise UsageError(f"--n {config.n}: must be positive")
-    if not 0 <= config.mutate_fraction <= 1:
-        raise UsageError(f"--mutate {config.mutate_fraction}: expected a fraction in [0, 1]")
-    from einnas.evaluate import load_dataset, resolve_device
+def build(config: BenchConfig, workers: int = 1, quiet: bool = False, log: Callable[[str], None] | None = None) -> dict:
+    """Open the study, run ``workers`` worker processes on it (1: in this process) and summarise it."""
+    if workers < 1:
+        raise UsageError(f"--workers must be positive, not {workers}")
+    if config.threads is None:
+        config.threads = max(1, (os.cpu_count() or 1) // workers)
+    bench = Bench(config)  # checks everything and creates the study, once
+    if log is None and not quiet:
+        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if log is not None:
+        log(f"study {bench.study_name} in {bench.storage_shown}: {bench.dataset.describe()}")
+    if workers == 1:
+        stats = bench.run(None if quiet else log)
+        return bench.summary(stats.evaluated if stats else None)
+    import multiprocessing
+    import signal
 
-    resolve_device(config.device)
-    config.dataset_name = load_dataset(config.dataset).name  # a bad name fails here, once
-    with locked(config.out):
-        pass  # creates the file and checks the folder
-    if workers <= 1:
-        _worker_main(asdict(config), quiet)
-    else:
-        import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(asdict(config), quiet, os.getpid())) for _ in range(workers)]
 
-        if config.threads is None:
-            config.threads = max(1, (os.cpu_count() or 1) // workers)
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(asdict(config), quiet, os.getpid())) for _ in range(workers)]
-        import signal
+    def on_term(signum, frame):  # a killed command takes its workers with it
+        raise KeyboardInterrupt
 
-        def on_term(signum, frame):  # a killed command takes its workers with it
-            raise KeyboardInterrupt
-
-        old = signal.signal(signal.SIGTERM, on_term)
-        try:
-            for proc in procs:
-                proc.start()
-            for proc in procs:
-                proc.join()
-        except KeyboardInterrupt:
-            for proc in procs:
-                if proc.is_alive():
-                    proc.terminate()
-            for proc in procs:
-                proc.join()
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, old)
-    return summarize(config)
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # their running trials are failed and retried by the next worker
+        for proc in procs:
+            proc.join()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return bench.summary()
 
 
-def summarize(config: BenchConfig) -> dict:
-    """Counts and the best record of this build's slots in ``config.out``."""
-    records = [r for r in read_records(config.out) if _slot_key(config, r) is not None]
-    ok = [r for r in records if r.get("ok")]
-    best = max(ok, key=lambda r: r["val_acc"], default=None)
-    reasons: dict[str, int] = {}
-    for r in records:
-        if not r.get("ok"):
-            reasons[r.get("reason") or "?"] = reasons.get(r.get("reason") or "?", 0) + 1
-    return {
-        "out": str(config.out), "dataset": config.dataset, "seed": config.seed, "n": config.n,
-        "records": len({r["index"] for r in records}), "ok": len(ok), "failed": reasons,
-        "best_val_acc": best["val_acc"] if best else None, "best_archid": best["archid"] if best else None,
-    }
+# --- JSON Lines: export, and the old reader's name ------------------------------------------
+
+
+def read_records(*paths: str | Path, skip_bad_lines: bool = False) -> list[dict]:
+    """All records of one or more sources (studies, JSON Lines files, ONNX folders); see
+    :func:`einnas.surrogate.records.load_records`. Kept for callers of the old name."""
+    from einnas.surrogate.records import read_source
+
+    return [r for p in paths for r in read_source(str(p), skip_bad_lines=skip_bad_lines)]
+
+
+def _exported_by_us(path: Path) -> bool:
+    """Whether ``path`` is empty or looks like an ``einnas bench export`` file (first line a study record)."""
+    with open(path, "rb") as file:
+        first = file.readline(1 << 20)
+    if not first.strip():
+        return True
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and "study" in row and "arch" in row and row.get("v") is not None
+
+
+def _study_storage(spec: str) -> str:
+    """``spec`` if it names a study storage (URL, journal file, run folder), else :class:`UsageError`."""
+    from einnas.search.storage import is_url
+    from einnas.surrogate.records import is_journal
+
+    path = Path(spec)
+    if is_url(spec) or (path.is_dir() and (path / "study.journal").is_file()) or (path.is_file() and is_journal(path)):
+        return spec
+    what = "no such file or folder" if not path.exists() else "not a study"
+    raise UsageError(f"--storage {spec}: {what} (expected an Optuna journal file, a run folder or a database URL)")
+
+
+def export(storage: str, out: str | Path, study_names=None, force: bool = False) -> int:
+    """Write the records of ``storage``'s einnas studies (or ``study_names``) to ``out`` as JSON
+    Lines, atomically. Refuses to replace a file that ``export`` did not write unless ``force``.
+    Returns the number of records written."""
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"-o {out}: is a folder; give a file name such as records.jsonl")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: folder {str(out.parent)!r} does not exist")
+    if out.exists() and not force and not _exported_by_us(out):
+        raise UsageError(f"-o {out}: exists and was not written by 'einnas bench export'; give --force to replace it")
+    records = load_records([_study_storage(storage)], study_names=study_names)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            for record in records:
+                file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(records)

@@ -177,7 +177,7 @@ def load_records(paths: Sequence[str], label_key: str | None = None, log=None) -
     except ImportError:
         load = None
     if load is not None:
-        return load(paths)
+        return load(paths, label_key=label_key, log=log)
     from einnas.surrogate.bench import read_records
     from einnas.surrogate.onnxbench import read_folder
 

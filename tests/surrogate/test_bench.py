@@ -1,111 +1,215 @@
-"""Benchmark records: append-only file, claims, resume, several workers; the ONNX-folder reader."""
+"""einnas bench build: a search with the sampling strategy in a study (exact counts, resume, workers),
+its records and export; the ONNX-folder reader."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
-import time
+import random
 
+import optuna
 import pytest
 
-from einnas.errors import ModelError, UsageError
-from einnas.surrogate.bench import BenchConfig, append_record, build, build_worker, read_records, slot_seed
+from einnas.errors import ModelError, StudyError, UsageError
+from einnas.search import StudyView, TrialRecord, open_storage
+from einnas.surrogate.bench import BenchConfig, build, export
 from einnas.surrogate.onnxbench import read_folder
+from einnas.surrogate.records import load_records
 
-# Tiny networks and one epoch: each record trains in well under a second.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Tiny networks and one epoch: each trial trains in well under a second (as tests/search's FAST).
 TINY = dict(dataset="digits", epochs=1, seconds=20, max_params=3000, max_activations=3000, threads=1)
+FAST = ["--epochs", "1", "--seconds", "20", "--threads", "1", "--max-params", "3000", "--max-activations", "3000"]
 
 
-def config(tmp_path, n, seed=0, **kw) -> BenchConfig:
-    return BenchConfig(n=n, seed=seed, out=str(tmp_path / "records.jsonl"), command="einnas bench build (test)",
-                       **{**TINY, **kw})
+def config(tmp_path, trials, seed=0, name="b", **kw) -> BenchConfig:
+    given = dict(TINY, storage=str(tmp_path / f"{name}.journal"), study_name=name, command="einnas bench build (test)")
+    return BenchConfig(trials=trials, seed=seed, **{**given, **kw})
 
 
-def test_slot_seed_is_stable_and_distinct():
-    assert slot_seed(0, 5) == slot_seed(0, 5)
-    assert len({slot_seed(0, i) for i in range(200)} | {slot_seed(1, 0)}) == 201
+def view_of(path, name="b") -> StudyView:
+    return StudyView.of(optuna.load_study(study_name=name, storage=open_storage(str(path), create=False)))
 
 
-def test_build_writes_one_complete_record_per_slot(tmp_path):
-    summary = build(config(tmp_path, 4), quiet=True)
-    records = read_records(tmp_path / "records.jsonl")
-    assert sorted(r["index"] for r in records) == [0, 1, 2, 3] and summary["records"] == 4
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    summary = build(config(tmp, 5), quiet=True)
+    return tmp, summary
+
+
+def test_build_gives_exactly_n_trials_with_task_budget_and_provenance(built):
+    tmp, summary = built
+    view = view_of(tmp / "b.journal")
+    assert view.counted == 5 == len(view.records) == summary["records"] and summary["study"] == "b"
+    assert len({r.archid for r in view.records}) == 5
+    study = optuna.load_study(study_name="b", storage=open_storage(str(tmp / "b.journal"), create=False))
+    settings = study.user_attrs["einnas"]
+    assert settings["task"] == {"dataset": "digits", "input_shape": [1, 8, 8], "num_classes": 10,
+                                "train_size": 1077, "valid_size": 360, "test_size": 360}
+    assert settings["budget"] == {"epochs": 1, "seconds": 20, "batch_size": 256, "lr": 0.04, "max_params": 3000,
+                                  "max_activations": 3000}
+    assert settings["strategy"] == "sample" and settings["mutate_fraction"] == 0.3 and settings["seed"] == 0
+    assert len(settings["grammar_sha256"]) == 64
+    assert study.user_attrs["einnas_run"]["command"] == "einnas bench build (test)"
+    from einnas.search import training_seed
+
+    for r in view.records:
+        assert r.scored_by == "trained" and r.origin == "sample" and r.params <= 3000  # too few scored to mutate
+        assert r.attrs["train_seed"] == training_seed(0, r.archid)
+        assert r.attrs["run"]["torch"] and r.attrs["run"]["date"] and r.attrs["device"] == "cpu"
+        assert (r.state == "COMPLETE") == (r.attrs["test_acc"] is not None)
+
+
+def test_records_of_a_build(built):
+    tmp, _ = built
+    records = load_records([str(tmp / "b.journal")])
+    assert len(records) == 5 and [r["index"] for r in records] == [0, 1, 2, 3, 4]
     for r in records:
-        assert r["dataset"] == "digits" and r["budget"]["epochs"] == 1 and r["seed"] == slot_seed(0, r["index"])
-        assert r["origin"] == "sample" and r["parent"] is None  # too few good records to mutate yet
-        assert r["ok"] == (r["val_acc"] is not None) and (r["ok"] or r["reason"])
-        assert r["run"]["command"] == "einnas bench build (test)" and r["run"]["torch"] and r["run"]["date"]
-        assert len(r["archid"]) == 12 and r["params"] <= 3000
+        assert r["dataset"] == "digits" and r["train_size"] == 1077 and r["budget"]["epochs"] == 1
+        assert r["ok"] == (r["val_acc"] is not None) and (r["ok"] or r["reason"]) and r["study"] == "b"
+        assert r["run"]["command"] == "einnas bench build (test)" and len(r["archid"]) == 12
+        assert r["grammar_name"] == "einspace"
+        assert (0 <= r["test_acc"] <= 1) if r["ok"] else r["test_acc"] is None
 
 
-def test_resume_and_extend_only_fill_missing_slots(tmp_path):
-    build_worker(config(tmp_path, 3), max_records=2)
-    assert len(read_records(tmp_path / "records.jsonl")) == 2
-    build(config(tmp_path, 5), quiet=True)  # resumes slot 2, then extends to 5
-    indices = sorted(r["index"] for r in read_records(tmp_path / "records.jsonl"))
-    assert indices == [0, 1, 2, 3, 4]
-
-
-def test_two_workers_never_train_the_same_slot(tmp_path):
-    cfg = config(tmp_path, 6)
-    threads = [threading.Thread(target=build_worker, args=(cfg,)) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    indices = [r["index"] for r in read_records(tmp_path / "records.jsonl")]
-    assert sorted(indices) == list(range(6))
-
-
-def test_a_dead_workers_claim_is_redone(tmp_path):
-    out = tmp_path / "records.jsonl"
-    claim = {"index": 0, "dataset": "digits", "bench_seed": 0, "pid": 2**22 + 12345,  # no such process
-             "host": socket.gethostname(), "time": time.time()}
-    (tmp_path / "records.jsonl.claims").write_text(json.dumps(claim) + "\n")
-    live = dict(claim, index=1, pid=os.getpid())  # this process: alive, so slot 1 is left alone
-    with open(tmp_path / "records.jsonl.claims", "a") as handle:
-        handle.write(json.dumps(live) + "\n")
-    build_worker(config(tmp_path, 2))
-    assert [r["index"] for r in read_records(out)] == [0]
-
-
-def test_torn_last_line_is_skipped_and_repaired(tmp_path):
-    out = tmp_path / "r.jsonl"
-    out.write_text('{"arch": "a", "archid": "x", "index": 0}\n{"arch": "b", "arch')  # killed mid-write
-    append_record(out, {"arch": "c", "archid": "y", "index": 1})
-    assert [r["archid"] for r in read_records(out)] == ["x", "y"]
-
-
-def test_mutations_of_good_records_name_their_parent(tmp_path):
-    out = tmp_path / "records.jsonl"
-    from einnas.grammar import Limits, load_grammar, sample
-
-    good = sample(load_grammar(), 6, seed=1, input_shape=(1, 8, 8), limits=Limits(max_params=3000, max_activations=3000))
-    for i, arch in enumerate(good):  # pretend an earlier build trained these well
-        append_record(out, {"arch": arch.string, "archid": arch.archid, "dataset": "digits", "ok": True,
-                            "val_acc": 0.5 + i / 100, "index": 1000 + i, "bench_seed": 9})
-    build(config(tmp_path, 8, mutate_fraction=1.0), quiet=True)
-    mine = [r for r in read_records(out) if r.get("bench_seed") == 0]
-    assert len(mine) == 8 and all(r["origin"] == "mutation" for r in mine)
-    assert {r["parent"] for r in mine} <= {a.archid for a in good} | {r["archid"] for r in mine}
-
-
-def test_bad_options_are_usage_errors(tmp_path):
-    with pytest.raises(UsageError):
-        build(config(tmp_path, 2, mutate_fraction=2.0))
-    with pytest.raises(UsageError):
-        build(BenchConfig(dataset="digits", n=1, out=str(tmp_path / "no" / "such" / "dir.jsonl")))
-    with pytest.raises(UsageError):
-        read_records(tmp_path / "missing.jsonl")
-
-
-def test_cli_bench_build_bad_dataset_exits_2(tmp_path, capsys):
+def test_einnas_trials_reads_a_build(built, capsys):
     from einnas.cli import main
 
-    assert main(["bench", "build", "--dataset", "nope", "--n", "1", "--out", str(tmp_path / "r.jsonl")]) == 2
-    assert "einnas bench build: error:" in capsys.readouterr().err
+    tmp, _ = built
+    assert main(["trials", "--storage", str(tmp / "b.journal"), "--study-name", "b", "-f", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["number"] for r in rows] == [0, 1, 2, 3, 4] and {r["origin"] for r in rows} == {"sample"}
+
+
+def test_export_round_trips_and_guards_foreign_files(built, tmp_path, capsys):
+    from einnas.cli import main
+
+    tmp, _ = built
+    out = tmp_path / "records.jsonl"
+    assert main(["bench", "export", "--storage", str(tmp / "b.journal"), "-o", str(out)]) == 0
+    assert "5 records" in capsys.readouterr().out
+    assert load_records([str(out)]) == load_records([str(tmp / "b.journal")])
+    assert export(str(tmp / "b.journal"), out) == 5  # its own file: replaced without --force
+    foreign = tmp_path / "notes.jsonl"
+    foreign.write_text('{"mine": 1}\n')
+    assert main(["bench", "export", "--storage", str(tmp / "b.journal"), "-o", str(foreign)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "notes.jsonl" in err and "--force" in err and "\n" not in err
+    assert foreign.read_text() == '{"mine": 1}\n'  # nothing lost
+    assert main(["bench", "export", "--storage", str(tmp / "b.journal"), "-o", str(foreign), "--force"]) == 0
+    assert len(load_records([str(foreign)])) == 5
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    with pytest.raises(UsageError, match="not a study"):  # JSON Lines in, JSON Lines out: not an export
+        export(str(foreign), tmp_path / "again.jsonl")
+
+
+def test_resume_continues_to_n_and_extends(tmp_path):
+    first = build(config(tmp_path, 4, timeout=0.05), quiet=True)  # stops after its first trial
+    assert first["records"] < 4
+    done = [r.archid for r in view_of(tmp_path / "b.journal").records]
+    again = build(config(tmp_path, 4), quiet=True)  # the same command again: continues to 4
+    view = view_of(tmp_path / "b.journal")
+    assert again["records"] == 4 == view.counted and [r.archid for r in view.records][: len(done)] == done
+    assert build(config(tmp_path, 4), quiet=True)["this_worker"] == 0  # nothing left to do
+    build(config(tmp_path, 6), quiet=True)  # a larger --trials extends the build
+    assert view_of(tmp_path / "b.journal").counted == 6
+
+
+def test_same_seed_same_architectures(tmp_path):
+    ids = lambda name: [r.archid for r in view_of(tmp_path / f"{name}.journal", name).records]  # noqa: E731
+    build(config(tmp_path, 3, seed=5, name="x"), quiet=True)
+    build(config(tmp_path, 3, seed=5, name="y"), quiet=True)
+    build(config(tmp_path, 3, seed=6, name="z"), quiet=True)
+    assert ids("x") == ids("y") != ids("z")
+
+
+def test_two_workers_give_exactly_n(tmp_path):
+    summary = build(config(tmp_path, 6), workers=2, quiet=True)
+    view = view_of(tmp_path / "b.journal")
+    assert summary["records"] == 6 == view.counted
+    assert len({r.archid for r in view.records if r.counted}) == 6
+    workers = {r.attrs["worker"]["pid"] for r in view.records if r.counted}
+    assert os.getpid() not in workers and len(workers) >= 1
+
+
+def test_killed_command_resumes_to_exactly_n(tmp_path):
+    """SIGTERM takes the workers with it; the same command again retries their trials and stops at N."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "einnas.cli", "bench", "build", "--dataset", "digits", "--trials", "6",
+               "--storage", "k.journal", "--workers", "2", "-q", *FAST]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            if view_of(tmp_path / "k.journal", "digits-bench-s0").counted >= 2:
+                break
+        except (KeyError, StudyError):  # the file or the study is not there yet
+            continue
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    first = view_of(tmp_path / "k.journal", "digits-bench-s0")
+    assert 2 <= first.counted < 6, "the build finished before it could be killed"
+    for pid in {r.attrs["worker"]["pid"] for r in first.records if "worker" in r.attrs}:
+        with pytest.raises(ProcessLookupError):  # no worker left behind
+            os.kill(pid, 0)
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    view = view_of(tmp_path / "k.journal", "digits-bench-s0")
+    assert view.counted == 6 and view.running == 0
+    assert len({r.archid for r in view.records if r.counted}) == 6
+    assert all(r.state == "FAIL" and not r.counted for r in view.records if r.status.startswith("lost"))
+
+
+def _view(n_scored: int) -> StudyView:
+    from einnas.grammar import Limits, load_grammar, sample
+
+    archs = sample(load_grammar(), n_scored, seed=1, input_shape=(1, 8, 8), limits=Limits(max_params=3000))
+    return StudyView([TrialRecord(i, "COMPLETE", i / 100, a.string, a.archid, a.info.params, "sample", None,
+                                  "trained", None, "", 0.1, False, None, {}) for i, a in enumerate(archs)])
+
+
+def test_sample_strategy_mutates_the_best_trials():
+    from einnas.grammar import Limits, load_grammar
+    from einnas.search import SearchSpace
+    from einnas.search.strategies import STRATEGIES, SampleAndMutate
+
+    space = SearchSpace(load_grammar(), (1, 8, 8), 10, Limits(max_params=3000, max_activations=3000))
+    assert STRATEGIES["sample"] is SampleAndMutate
+    always = SampleAndMutate(space, mutate_fraction=1.0, top_fraction=0.1)
+    proposals = [always.propose(_view(30), 30, random.Random(k)) for k in range(12)]
+    assert {p.origin for p in proposals} == {"mutation"}
+    assert {p.parent for p in proposals} <= {29, 28, 27, 26, 25}  # the best 5 (10% of 30 is fewer)
+    assert {p.origin for p in (always.propose(_view(4), 4, random.Random(k)) for k in range(5))} == {"sample"}
+    never = SampleAndMutate(space, mutate_fraction=0.0)
+    assert {never.propose(_view(30), 30, random.Random(k)).origin for k in range(5)} == {"sample"}
+    a = always.propose(_view(30), 30, random.Random(3))
+    assert a.arch.archid == always.propose(_view(30), 30, random.Random(3)).arch.archid  # the rng decides
+
+
+def test_bad_options_and_mismatched_resume(tmp_path, capsys):
+    from einnas.cli import main
+
+    with pytest.raises(UsageError):
+        build(config(tmp_path, 2, mutate_fraction=2.0))
+    with pytest.raises(UsageError, match="bench export"):
+        build(config(tmp_path, 2, storage=str(tmp_path / "r.jsonl")))
+    build(config(tmp_path, 1), quiet=True)
+    with pytest.raises(StudyError, match="epochs"):  # the budget is fixed per build
+        build(config(tmp_path, 2, epochs=2), quiet=True)
+    base = ["bench", "build", "--trials", "1", "-q", *FAST]
+    assert main([*base, "--dataset", "nope", "--storage", str(tmp_path / "n.journal")]) == 2
+    assert main([*base, "--dataset", "digits", "--out", str(tmp_path / "old.jsonl")]) == 2
+    assert main([*base, "--dataset", "digits", "--storage", str(tmp_path / "b.journal"), "--study-name", "b",
+                 "--lr", "0.1"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("einnas bench build: error:") for e in errors)
+    assert "lr" in errors[2] and view_of(tmp_path / "b.journal").counted == 1  # nothing changed
 
 
 # --- ONNX-Bench-style folders -------------------------------------------------------------
