@@ -152,8 +152,11 @@ class DescriptionCache:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        features = data.get("features", {})
+        if any(name not in features for name in GRAPH_NAMES):  # written by a version with other features
+            return None
         record = GraphRecord(data["text"], data["summary"], data.get("truncated", False), key,
-                             data.get("features", {}), data.get("input_shape"), data.get("classes"))
+                             features, data.get("input_shape"), data.get("classes"))
         self._memory[key] = record
         return record
 

@@ -33,8 +33,8 @@ OP_FAMILIES: dict[str, str] = {
                      "Swish", "FastGelu", "BiasGelu"), "activation"),
     **dict.fromkeys(("Softmax", "LogSoftmax", "Hardmax"), "softmax"),
     **dict.fromkeys(("MaxPool", "AveragePool", "LpPool", "MaxRoiPool", "RoiAlign", "MaxUnpool"), "pool"),
-    **dict.fromkeys(("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"), "global_pool"),
-    **dict.fromkeys(("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    # A global pool is a reduction over the spatial axes (einspace writes it as ReduceMean).
+    **dict.fromkeys(("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin"), "reduce"),
     **dict.fromkeys(("Add", "Sum", "Sub", "Mean", "Max", "Min"), "add_like"),
     **dict.fromkeys(("Mul", "Div"), "mul_like"),
@@ -47,7 +47,7 @@ OP_FAMILIES: dict[str, str] = {
                      "ScatterND", "ScatterElements", "CastLike", "Trilu"), "plumbing"),
     **dict.fromkeys(("Resize", "Upsample"), "resize"),
 }
-FAMILIES = ("conv", "dense", "norm", "activation", "softmax", "pool", "global_pool", "reduce", "add_like",
+FAMILIES = ("conv", "dense", "norm", "activation", "softmax", "pool", "reduce", "add_like",
             "mul_like", "concat", "math", "plumbing", "resize", "other")
 #: Raw op types with their own count (the families carry the rest).
 OP_VOCAB = ("Conv", "Gemm", "MatMul", "Einsum", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "Softmax",

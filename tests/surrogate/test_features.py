@@ -49,7 +49,7 @@ def test_graph_features_equal_hand_counted_values(residual_net):
         "log_n_joins": L(1), "log_max_fanout": L(2),  # the conv output feeds Relu and Add
         "log_weighted_longest": L(2), "log_weighted_shortest": L(2), "log_nonlinear_longest": L(1),
         "log_fam_conv": L(1), "log_fam_dense": L(1), "log_fam_activation": L(1), "log_fam_add_like": L(1),
-        "log_fam_global_pool": L(1), "log_fam_plumbing": L(1), "log_fam_norm": 0.0,
+        "log_fam_reduce": L(1), "log_fam_plumbing": L(1), "log_fam_norm": 0.0,
         "frac_fam_conv": 1 / 6, "log_op_Relu": L(1), "log_op_Conv": L(1), "log_op_MatMul": 0.0,
     }
     for name, value in expected.items():
@@ -106,4 +106,4 @@ def test_unseen_op_of_a_known_family_gets_no_note_but_an_unknown_family_does(res
             return {"op_types": ["Conv", "Relu", "Add", "Flatten", "Gemm", "BatchNormalization"]}
 
     [note] = ood_notes(Narrow(), residual_net)
-    assert "GlobalAveragePool" in note  # no pooling family in training
+    assert "GlobalAveragePool" in note  # no reduction (global pooling) family in training
