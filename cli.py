@@ -37,7 +37,9 @@ def positive_int(text: str) -> int:
 
 
 def add_grammar_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grammar", metavar="FILE", help="grammar file (default: the built-in einspace grammar)")
+    parser.add_argument("--grammar", metavar="FILE_OR_NAME",
+                        help="grammar file, or a built-in space: einspace (default), einspace_extra, cnn, resnet, "
+                             "mobilenet, transformer, mlp (`einnas grammar check --list-spaces`)")
     parser.add_argument(
         "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
         help="Python module or file registering extra operations (repeatable)",
@@ -137,6 +139,8 @@ class GrammarCheck(Command):
             "--list-ops", nargs="?", const="*", metavar="PATTERN",
             help="list the registered operations (optionally matching a wildcard such as 'linear*') and exit",
         )
+        parser.add_argument("--list-spaces", action="store_true",
+                            help="list the built-in search spaces (names for --grammar) and exit")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
@@ -149,6 +153,11 @@ class GrammarCheck(Command):
             raise UsageError(f"two grammar files given ({args.file} and --grammar {args.grammar}); give one")
         load_plugins(args.plugin)
         path = args.file or args.grammar
+        if args.list_spaces:
+            from einnas.grammar.pcfg import space_rows
+
+            emit(space_rows(), args.format, ["name", "file", "about"])
+            return 0
         if args.list_ops is not None and path is None:
             emit(op_rows(args.list_ops), args.format, ["op", "kind", "args", "default", "source", "doc"])
             return 0
@@ -240,7 +249,7 @@ class Train(Command):
         parser.add_argument("arch", metavar="ARCH", help="architecture string, @file, or seed name (e.g. resnet18)")
         parser.add_argument(
             "--dataset", required=True, metavar="D",
-            help="digits, mnist1d, mnist5k, or an Unseen-NAS folder / .npz file",
+            help="digits, mnist1d, mnist5k, addnist5k, or an Unseen-NAS folder / .npz file",
         )
         parser.add_argument("--epochs", type=positive_int, default=8, help="epochs (default 8, einspace's search budget)")
         parser.add_argument(
@@ -332,7 +341,7 @@ class Search(Command):
     help = "search architectures on a dataset (regularised evolution or random sampling) in an Optuna study"
 
     def add_arguments(self, parser):
-        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, or a folder / .npz")
+        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, addnist5k, or a folder / .npz")
         parser.add_argument("--trials", type=positive_int, metavar="N", help="evaluated candidates in the study, all workers together")
         parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
         parser.add_argument("--seed", type=int, default=0)
@@ -478,7 +487,7 @@ class BenchBuild(Command):
     help = "train sampled (and mutated) architectures into an Optuna study of records, as a search does"
 
     def add_arguments(self, parser):
-        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k or a folder")
+        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, addnist5k or a folder")
         parser.add_argument("--trials", "--n", type=positive_int, metavar="N",
                             help="trained records in the study, all workers together (running again continues to N)")
         parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")

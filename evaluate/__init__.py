@@ -2,7 +2,7 @@
 
 Public names::
 
-    load_dataset(name_or_path) -> Dataset        built-in name (digits, mnist1d, mnist5k) or folder / .npz
+    load_dataset(name_or_path) -> Dataset        built-in name (digits, mnist1d, mnist5k, addnist5k) or folder / .npz
     from_arrays(name, train, valid, test, num_classes=None) -> Dataset
     train(model_or_factory, dataset, config, seed=, device=, final=, test=, progress=) -> TrainResult
     check_size(model, input_shape, batch_size, max_params, max_activation_bytes) -> SizeCheck

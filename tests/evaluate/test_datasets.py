@@ -33,7 +33,7 @@ def write_folder(root, n=(60, 20, 20), shape=(3, 6, 6), classes=4, seed=0, fmt="
 
 
 def test_builtin_names():
-    assert BUILTIN_DATASETS == ("digits", "mnist1d", "mnist5k")
+    assert BUILTIN_DATASETS == ("digits", "mnist1d", "mnist5k", "addnist5k")
 
 
 @pytest.mark.parametrize(

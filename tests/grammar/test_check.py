@@ -174,7 +174,8 @@ def test_cli_list_ops_filters_with_wildcards(capsys):
     assert [line.split()[0] for line in lines[1:]] == ["linear", "linear_div", "linear_x"]
     assert main(["grammar", "check", "--list-ops", "*pool", "-f", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["op"] for r in rows} == {"maxpool", "avgpool"} and all(r["args"] == "3" for r in rows)
+    assert {r["op"] for r in rows} == {"maxpool", "avgpool", "global_avgpool"}
+    assert all(r["args"] == ("0" if r["op"] == "global_avgpool" else "3") for r in rows)
     assert [r["op"] for r in op_rows("relu")] == ["relu"]
 
 
