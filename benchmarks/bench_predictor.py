@@ -67,25 +67,28 @@ def _taus(score, data, mask) -> float | None:
     return float(np.mean(taus)) if taus else None
 
 
-def evaluate(data, fit_mask, test_mask, configs, single):
-    """τ of every model fitted on ``fit_mask`` rows and of every single-feature baseline on ``test_mask``."""
+def evaluate(data, fit_mask, tests: dict, configs, single) -> dict:
+    """τ of every model fitted once on ``fit_mask`` rows, and of every single-feature baseline, per test mask."""
     from einnas.surrogate.features import NUMERIC_NAMES
     from einnas.surrogate.predictor import fit_predictor
 
-    row = {}
+    rows_out = {label: {} for label in tests}
     for name, sign in _baselines(data, fit_mask, single).items():
-        row[name] = _taus(sign * data.numeric[:, list(NUMERIC_NAMES).index(name)], data, test_mask)
+        col = sign * data.numeric[:, list(NUMERIC_NAMES).index(name)]
+        for label, mask in tests.items():
+            rows_out[label][name] = _taus(col, data, mask)
     texts = data.texts()
-    for label, config in configs.items():
+    for model, config in configs.items():
         rows = np.flatnonzero(fit_mask)
         p = fit_predictor(data.numeric[rows], None, data.y[rows], data.groups[rows], config,
                           texts=[texts[i] for i in rows] if config.use_text else None)
-        test = np.flatnonzero(test_mask)
+        test = np.flatnonzero(np.logical_or.reduce(list(tests.values())))
         pred = p.predict_rows(data.numeric[test], [texts[i] for i in test] if config.use_text else None)
         score = np.zeros(len(data.y))
         score[test] = pred.expected  # tie-free: orders the networks gated to chance too
-        row[label] = _taus(score, data, test_mask)
-    return row
+        for label, mask in tests.items():
+            rows_out[label][model] = _taus(score, data, mask)
+    return rows_out
 
 
 def latency(predictor_dir, n: int, seed: int, proxies: bool) -> dict:
@@ -113,16 +116,37 @@ def latency(predictor_dir, n: int, seed: int, proxies: bool) -> dict:
     return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))], "n": len(times)}
 
 
+def _cached(records, folder: Path, proxies):
+    """The records whose description (and data-free proxies) are in the cache already."""
+    from einnas.surrogate.features import DESCRIPTION_CACHE_VERSION, arch_key
+
+    out = []
+    for r in records:
+        if "arch" not in r or not r.get("ok"):
+            continue
+        key = arch_key(r["archid"], r["input_shape"], r["num_classes"])
+        if not (folder / f"descriptions-v{DESCRIPTION_CACHE_VERSION}" / f"{key}.json").is_file():
+            continue
+        if proxies is not None and not (proxies.folder / f"{proxies._key(r['archid'], r['input_shape'], r['num_classes'])}.json").is_file():
+            continue
+        out.append(r)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", nargs="+", required=True, help="JSON Lines files / studies / ONNX folders")
     parser.add_argument("--cache", default=None, help="cache folder (default: the einnas cache)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--members", type=int, default=3, help="ensemble members per fit (default 3)")
+    parser.add_argument("--trees", type=int, default=300, help="boosting rounds per regressor (default 300)")
     parser.add_argument("--no-text", action="store_true", help="skip the +text model (the slowest fit)")
     parser.add_argument("--no-proxies", action="store_true", help="do not compute proxies for the records")
     parser.add_argument("--latency", type=int, default=40, metavar="N", help="architectures timed (0: skip)")
     parser.add_argument("--predictor", default="default", help="predictor timed for latency (default: shipped)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="only records whose description (and proxies) are already cached (a quick look on a "
+                             "busy machine; the count says how many)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -135,13 +159,16 @@ def main(argv=None) -> int:
     log = lambda line: print(f"  [{time.perf_counter() - t0:6.0f}s] {line}", file=sys.stderr, flush=True)  # noqa: E731
     folder = args.cache or cache_dir()
     proxies = None if args.no_proxies or available() else ProxyCache(folder, seed=0)
-    data = featurize(load_records(args.records), None, DescriptionCache(folder), log=log, proxies=proxies)
+    records = load_records(args.records)
+    if args.cached_only:
+        records = _cached(records, Path(folder), proxies)
+    data = featurize(records, None, DescriptionCache(folder), log=log, proxies=proxies)
     print(f"usable records: {len(data.y)}; proxies: {'computed' if proxies else (available() or 'off')}")
     for fam in sorted(set(data.families)):
         m = data.families == fam
         print(f"  family {fam:<16} " + ", ".join(f"{d} {int((m & (data.groups == d)).sum())}"
                                                  for d in sorted(set(data.groups[m]))))
-    base = dict(members=args.members, seed=args.seed)
+    base = dict(members=args.members, trees=args.trees, gate_trees=args.trees // 2, seed=args.seed)
     configs = {"bag-of-ops": FitConfig(use_proxies=False, use_text=False, **base)}
     if proxies:
         configs["+proxies"] = FitConfig(use_proxies=True, use_text=False, **base)
@@ -151,19 +178,20 @@ def main(argv=None) -> int:
 
     table = []
     train, test = data.splits != "test", data.splits == "test"
-    for name in sorted(set(data.groups)):
-        m = data.groups == name
-        table.append((f"in-dist {name}", int((test & m).sum()), evaluate(data, train, test & m, configs, single)))
-        log(f"in-distribution {name} done")
+    names = sorted(set(data.groups))
+    tests = {f"in-dist {name}": test & (data.groups == name) for name in names}
+    for label, row in evaluate(data, train, tests, configs, single).items():
+        table.append((label, int(tests[label].sum()), row))
+    log("in-distribution done")
     for fam in sorted(set(data.families)):
         m = data.families == fam
         if m.sum() >= MIN_ROWS and (~m).sum() >= MIN_ROWS:
-            table.append((f"LOFO {fam}", int(m.sum()), evaluate(data, ~m, m, configs, single)))
+            table.append((f"LOFO {fam}", int(m.sum()), evaluate(data, ~m, {"x": m}, configs, single)["x"]))
             log(f"LOFO {fam} done")
-    for name in sorted(set(data.groups)):
+    for name in names:
         m = data.groups == name
-        if len(set(data.groups)) > 1 and m.sum() >= MIN_ROWS:
-            table.append((f"LODO {name}", int(m.sum()), evaluate(data, ~m, m, configs, single)))
+        if len(names) > 1 and m.sum() >= MIN_ROWS:
+            table.append((f"LODO {name}", int(m.sum()), evaluate(data, ~m, {"x": m}, configs, single)["x"]))
             log(f"LODO {name} done")
 
     columns = [c for c in [*single, *configs] if any(c in row for _, _, row in table)]

@@ -59,26 +59,30 @@ def _line_tokens(line: str) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-def vectorize(texts: Sequence[str]) -> np.ndarray:
-    """``(n, DIM)`` hashed, log-scaled, L2-normalised token counts of descriptions."""
+def vectorize(texts: Sequence[str]):
+    """``(n, DIM)`` sparse (CSR) hashed, log-scaled, L2-normalised token counts of descriptions."""
+    from scipy.sparse import csr_matrix
+
     from einnas.surrogate.encoder import segments
 
-    out = np.zeros((len(texts), DIM), dtype=np.float32)
-    for row, text in enumerate(texts):
+    indptr, indices, data = [0], [], []
+    for text in texts:
         counts: dict[int, float] = {}
         for line, weight in segments(text):
             for token in _line_tokens(line):
                 index, sign = _bucket(token)
                 counts[index] = counts.get(index, 0.0) + sign * weight
-        if counts:
-            idx = np.fromiter(counts, dtype=np.int64)
-            val = np.fromiter(counts.values(), dtype=np.float32)
-            out[row, idx] = np.sign(val) * np.log1p(np.abs(val))
-    norm = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.maximum(norm, 1e-9)
+        val = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        val = np.sign(val) * np.log1p(np.abs(val))
+        norm = float(np.linalg.norm(val)) or 1.0
+        indices.extend(counts)
+        data.extend((val / norm).tolist())
+        indptr.append(len(indices))
+    return csr_matrix((np.asarray(data, np.float64), np.asarray(indices, np.int64), np.asarray(indptr, np.int64)),
+                      shape=(len(texts), DIM))
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0, steps: int = 150,
+def fit_head(x, y: np.ndarray, groups: np.ndarray, seed: int = 0, steps: int = 150,
              pairs: int = 20000, l2: float = 1e-3, lr: float = 0.05, temperature: float = 0.05) -> np.ndarray:
     """Weights ``(DIM + 1,)`` of a linear ranking head fitted by pairwise logistic loss (Adam)."""
     rng = np.random.default_rng(seed)
@@ -103,27 +107,27 @@ def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0, st
         i, j, sign = np.concatenate(i_all), np.concatenate(j_all), np.concatenate(s_all)
         if len(i) == 0:
             break
-        score = x @ w
+        score = np.asarray(x @ w).ravel()
         margin = sign * (score[i] - score[j]) / temperature
         pull = -sign / (1.0 + np.exp(np.clip(margin, -30, 30))) / temperature / len(i)
-        g_row = np.zeros(len(x))
+        g_row = np.zeros(x.shape[0])
         np.add.at(g_row, i, pull)
         np.add.at(g_row, j, -pull)
-        grad = x.T @ g_row + l2 * w
+        grad = np.asarray(x.T @ g_row).ravel() + l2 * w
         m = 0.9 * m + 0.1 * grad
         v = 0.999 * v + 0.001 * grad**2
         w -= lr * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
-    score = x @ w
+    score = np.asarray(x @ w).ravel()
     scale = float(score.std()) or 1.0  # standardised scores: comparable across fits
     return np.concatenate([w / scale, [-float(score.mean()) / scale]]).astype(np.float32)
 
 
-def head_scores(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The head's (standardised) ranking score of each row."""
-    return x @ weights[:-1] + weights[-1]
+def head_scores(weights: np.ndarray, x) -> np.ndarray:
+    """The head's (standardised) ranking score of each row (``x`` from :func:`vectorize`)."""
+    return np.asarray(x @ weights[:-1].astype(np.float64)).ravel() + float(weights[-1])
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0, folds: int = 4) -> np.ndarray:
+def out_of_fold(x, y: np.ndarray, groups: np.ndarray, seed: int = 0, folds: int = 4) -> np.ndarray:
     """Each row's head score from a head fitted on the other folds (no row scores itself)."""
     rng = np.random.default_rng(seed)
     fold = rng.integers(0, folds, len(y))
@@ -131,5 +135,6 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0,
     for f in range(folds):
         test = fold == f
         if test.any() and (~test).sum() >= 4:
-            out[test] = head_scores(fit_head(x[~test], y[~test], groups[~test], seed=seed + f), x[test])
+            tr, te = np.flatnonzero(~test), np.flatnonzero(test)
+            out[te] = head_scores(fit_head(x[tr], y[tr], groups[tr], seed=seed + f), x[te])
     return out
