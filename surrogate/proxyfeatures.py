@@ -79,6 +79,18 @@ class ProxyCache:
             if log:
                 log(f"fitting without proxies: {available()}")
             return [None] * len(records)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny networks: one thread is faster than contending ones
+        try:
+            return self._for_records(records, log)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _for_records(self, records, log):
+        from einnas.surrogate.splits import _grammar_for
+
         out = []
         for i, r in enumerate(records):
             if "arch" not in r:
@@ -109,12 +121,18 @@ def compute_onnx(path, batch=None, seed: int = 0) -> tuple[dict | None, str | No
     reason = available()
     if reason is not None:
         return None, reason
+    import torch
+
     from einnas.surrogate.proxies import proxies_for_onnx
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small networks: one thread beats contending ones on a busy machine
     try:
         result = proxies_for_onnx(path, batch=batch, seed=seed, names=_names())
     except (EinnasError, RuntimeError, ValueError, MemoryError) as error:
         return None, " ".join(str(error).split())[:200] or type(error).__name__
+    finally:
+        torch.set_num_threads(threads)
     values = _clean(getattr(result, "values", None) or {})
     if not values or not getattr(result, "converted", True):
         return None, " ".join(str(getattr(result, "note", None) or "the file could not be converted to torch").split())
