@@ -649,18 +649,21 @@ class SurrogateFit(Command):
         parser.add_argument("--holdout", type=float, default=0.2,
                             help="share of architectures held out for the report, never fitted (default 0.2)")
         parser.add_argument("--members", type=positive_int, default=5, help="ensemble members (default 5)")
-        parser.add_argument("--no-text", action="store_true", help="numeric graph features only (no text encoder)")
-        parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="text encoder runtime")
+        parser.add_argument("--text", action="store_true",
+                            help="add the learned text head's score as a feature (default: off, see docs/surrogate.md)")
+        parser.add_argument("--no-text", action="store_true", help="numeric graph features only (the default)")
+        parser.add_argument("--no-proxies", action="store_true", help="no zero-cost proxy features")
         parser.add_argument("--label-key", metavar="KEY", help="metadata_props key of the accuracy in ONNX folders")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
-        from einnas.surrogate.encoder import TextEncoder, cache_dir
+        from einnas.surrogate.encoder import cache_dir
         from einnas.surrogate.features import DescriptionCache
         import os
 
         from einnas.surrogate.predictor import FitConfig, featurize, fit, provenance, save_atomic
+        from einnas.surrogate.proxyfeatures import ProxyCache
 
         if not 0 <= args.holdout < 1:
             raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
@@ -669,15 +672,16 @@ class SurrogateFit(Command):
         log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
         records = _load_records(args, log)
         folder = args.cache or cache_dir()
-        encoder = None if args.no_text else TextEncoder(runtime=args.runtime, store=folder)
-        data = featurize(records, encoder, DescriptionCache(folder), holdout=args.holdout, log=log)
-        meta = {"encoder": encoder.spec if encoder else None, "holdout": args.holdout,
+        proxies = None if args.no_proxies else ProxyCache(folder, seed=0)
+        data = featurize(records, None, DescriptionCache(folder), holdout=args.holdout, log=log, proxies=proxies)
+        meta = {"holdout": args.holdout,
                 "provenance": provenance(args.seed, [r for r in args.records if "://" not in r], argv=args.argv),
                 # where the records were, relative to the predictor: `surrogate eval DIR` finds them
                 "records_paths": [r if "://" in r else os.path.relpath(os.path.abspath(r), os.path.abspath(args.out))
                                   for r in args.records]}
-        predictor = fit(data, FitConfig(use_text=not args.no_text, members=args.members, seed=args.seed),
-                        meta=meta, log=log)
+        config = FitConfig(use_text=args.text and not args.no_text, use_proxies=not args.no_proxies,
+                           members=args.members, seed=args.seed)
+        predictor = fit(data, config, meta=meta, log=log)
         save_atomic(predictor, args.out)
         if args.format == "json":
             print(json.dumps({"out": args.out, "training": predictor.meta["training"],
@@ -712,9 +716,10 @@ class SurrogateEval(Command):
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
-        from einnas.surrogate.encoder import TextEncoder, cache_dir
+        from einnas.surrogate.encoder import cache_dir
         from einnas.surrogate.features import DescriptionCache
         from einnas.surrogate.predictor import evaluate_records
+        from einnas.surrogate.proxyfeatures import ProxyCache
         from einnas.surrogate.score import load_predictor
 
         if args.records:
@@ -725,9 +730,9 @@ class SurrogateEval(Command):
             args.records = _checks.fitted_records(predictor, args.predictor)
         records = _load_records(args, log)
         folder = args.cache or cache_dir()
-        runtime = (predictor.meta.get("encoder") or {}).get("runtime", "onnx")
-        encoder = TextEncoder(runtime=runtime, store=folder) if predictor.config.use_text else None
-        rows = evaluate_records(predictor, records, encoder, DescriptionCache(folder), split=args.split, log=log)
+        proxies = ProxyCache(folder, seed=0) if predictor.config.use_proxies else None
+        rows = evaluate_records(predictor, records, None, DescriptionCache(folder), split=args.split, log=log,
+                                proxies=proxies)
         if args.format == "json":
             print(json.dumps(rows, indent=2))
             return 0
@@ -746,13 +751,25 @@ class Score(Command):
         parser.add_argument("files", nargs="+", metavar="MODEL.onnx")
         parser.add_argument("--predictor", default="default", metavar="DIR",
                             help="predictor folder (default: the shipped one)")
-        parser.add_argument("--threads", type=positive_int, help="encoder CPU threads (default: up to 2)")
+        parser.add_argument("--dataset", metavar="D",
+                            help="condition on this task (built-in name or folder); proxies on a batch of it")
+        parser.add_argument("--no-proxies", action="store_true", help="skip zero-cost proxies (faster)")
+        parser.add_argument("--threads", type=positive_int, help="torch CPU threads for the proxies")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
         from einnas.surrogate.score import Scorer, load_predictor
 
-        scorer = Scorer(load_predictor(args.predictor), threads=args.threads)
+        dataset = None
+        if args.dataset:
+            from einnas.evaluate.datasets import load_dataset
+
+            dataset = load_dataset(args.dataset)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        scorer = Scorer(load_predictor(args.predictor), dataset=dataset, proxies=not args.no_proxies)
         results = scorer.score_files(args.files)
         failed = [r for r in results if r.error is not None]
         for r in failed:
@@ -760,10 +777,18 @@ class Score(Command):
         if args.format == "json":
             print(json.dumps([r.as_dict() for r in results], indent=2))
         else:
+            good = [r for r in results if r.error is None]
+            targets = sorted({r.target for r in good})
+            for target in targets:
+                print(f"predicted: {target}" + (f" ({sum(r.target == target for r in good)} files)"
+                                                if len(targets) > 1 else ""))
+            if good:
+                print("rank: percentile among the predictor's training records on that task (comparable across files)")
             rows = [{"file": r.name, "predicted": _pct(r.mean), "std": f"± {100 * r.std:.1f}",
-                     "params": f"{r.params:,}", "note": r.note} for r in results if r.error is None]
+                     "rank": "-" if r.rank is None else f"{r.rank:.0f}", "params": f"{r.params:,}",
+                     "note": r.note} for r in good]
             if rows:
-                emit(rows, "table", ["file", "predicted", "std", "params", "note"])
+                emit(rows, "table", ["file", "predicted", "std", "rank", "params", "note"])
         return 2 if failed else 0
 
 

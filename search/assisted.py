@@ -95,16 +95,13 @@ class SurrogateRanker:
 
     def predict(self, graphs: Sequence, predictor=None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std per graph (``-inf`` / 0 where a graph is None)."""
-        from einnas.surrogate.features import feature_table
-
         predictor = predictor or self.predictor
         mean = np.full(len(graphs), -np.inf)
         std = np.zeros(len(graphs))
         index = [i for i, g in enumerate(graphs) if g is not None]
         if index:
-            encoder = self.scorer.encoder if predictor.config.use_text else None
-            numeric, text = feature_table([graphs[i] for i in index], encoder)
-            m, s = predictor.predict(numeric, text)
+            chosen = [graphs[i] for i in index]
+            m, s = predictor.predict(chosen, tasks=[self.scorer.task_for(g) for g in chosen])
             mean[index], std[index] = m, s
         return mean, std
 
@@ -235,13 +232,11 @@ class AssistedStrategy(Strategy):
             return None
         base = self.ranker.predictor.config
         config = replace(base, members=3, trees=min(base.trees, 150), gate_trees=min(base.gate_trees, 75),
-                         seed=len(keep))
-        encoder = self.ranker.scorer.encoder if config.use_text else None
-        numeric, text = feature_table([graphs[i] for i in keep], encoder)
-        if config.use_text:
-            config = replace(config, text_dims=min(config.text_dims, max(2, len(keep) // 4)))
+                         seed=len(keep), use_proxies=False)
+        chosen = [graphs[i] for i in keep]
+        numeric, _ = feature_table(chosen, tasks=[self.ranker.scorer.task_for(g) for g in chosen])
         y = np.array([values[i] for i in keep])
-        return fit_predictor(numeric, text, y, ["study"] * len(keep), config)
+        return fit_predictor(numeric, None, y, ["study"] * len(keep), config, texts=[g.text for g in chosen])
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:

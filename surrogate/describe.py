@@ -49,7 +49,7 @@ import hashlib
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from einnas.errors import ModelError, UsageError
@@ -72,6 +72,7 @@ class Description:
     truncated: bool
     summary: Summary
     lines: int  # lines of the full (uncut) text
+    graph: OnnxGraph | None = field(default=None, repr=False, compare=False)  # the analysed graph (predictor features)
 
     def as_dict(self) -> dict:
         """JSON-ready form: format version, text, truncation flag and figures."""
@@ -105,7 +106,7 @@ def describe(model, *, max_chars: int | None = None, max_lines: int | None = Non
     summary = summarize(graph)
     lines = _Renderer(graph).render(summary)
     text, truncated = _truncate(lines, max_chars, max_lines)
-    return Description(text, truncated, summary, len(lines))
+    return Description(text, truncated, summary, len(lines), graph)
 
 
 # --- rendering one node -----------------------------------------------------------

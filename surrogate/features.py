@@ -1,15 +1,18 @@
-"""Predictor features of one ONNX graph: summary figures, shape statistics, op histogram.
+"""Predictor features of one ONNX graph, its task and its zero-cost proxies.
 
-The numeric part comes from the :class:`~einnas.surrogate.describe.Description`
-alone (its :class:`~einnas.surrogate.summary.Summary` and the shapes its text
-prints), so an ONNX file that einnas never made gets the same features as an
-exported einnas architecture. The text part is the encoder's vector of the same
-description (``encoder.py``); :func:`feature_table` puts both together for many
-graphs at once.
+Three sources, one row per graph (:func:`feature_row`, :func:`feature_table`):
 
-``OP_VOCAB`` is a fixed vocabulary of ONNX op types; anything else counts as
-``other``. A fitted predictor stores the names of its numeric features, so a later
-version that adds features can still load it.
+* the graph itself (``graphfeatures.py``): op types and families, attributes,
+  shapes, parameters, MACs, depth and path statistics, computed from the analysed
+  ONNX graph when it is described, never parsed back from the rendered text;
+* the task (``task.py``): input shape, classes, training-set size, budget;
+* zero-cost proxies at initialisation (``proxies.py``), when they were computed.
+
+A fitted predictor stores the names of its features; a row is assembled by name
+(:func:`feature_row`), so a later version that adds features still loads an older
+predictor. Values that are unknown (a proxy that could not be computed, a task
+without a training-set size) become :data:`MISSING`, a value far below every real
+feature, which the trees learn to route (the fit blanks some proxies on purpose).
 
 Descriptions of architectures are cached on disk by (archid, input shape, classes):
 exporting and describing is the slow part of featurising a benchmark.
@@ -27,178 +30,44 @@ from typing import Sequence
 
 import numpy as np
 
-#: ONNX op types with their own histogram bins (the rest count as "other").
-OP_VOCAB = (
-    "Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum",
-    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Gelu", "Erf", "Elu",
-    "HardSigmoid", "HardSwish", "Clip", "Sqrt", "Pow", "Exp", "Neg",
-    "ReduceMean", "ReduceSum", "ReduceMax", "GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool",
-    "BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
-    "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice", "Gather",
-    "Pad", "Expand", "Tile", "Identity", "Dropout", "Where", "Cast", "Resize",
-)
-_BASE = (
-    "log_params", "log_macs", "log_flops", "depth", "log_depth", "log_nodes", "log_folded",
-    "log_input_numel", "log_classes", "log_head_numel", "log_min_numel", "log_max_numel", "log_median_numel",
-    "log_lines", "log_segments", "truncated", "log_params_per_node", "log_macs_per_param",
-    "frac_param_nodes", "frac_other_ops", "log_weighted_longest", "log_weighted_shortest",
-    "shortest_over_longest", "log_nonlinear_longest",
-)
-#: Names of the numeric features, in order.
-NUMERIC_NAMES = _BASE + tuple(f"log_n_{op}" for op in OP_VOCAB) + ("log_n_other",) \
-    + tuple(f"frac_{op}" for op in OP_VOCAB)
-DESCRIPTION_CACHE_VERSION = 2
+from einnas.surrogate.graphfeatures import FAMILIES, GRAPH_NAMES, OP_VOCAB, family, graph_features  # noqa: F401
+from einnas.surrogate.task import TASK_NAMES, Task, task_vector
 
-_SHAPE = re.compile(r"^(?:\d*N\d*|\?|\d+)(?:x(?:\d*N\d*|\?|\d+))+$")
+#: The value of a feature that is unknown for a row.
+MISSING = -999.0
+#: Proxy names as the proxies module reports them (fallback when it is not installed).
+try:
+    from einnas.surrogate.proxies import PROXY_NAMES as _PROXIES
+except ImportError:  # the proxies module lands on its own branch
+    _PROXIES = ("snip", "grad_norm", "synflow", "naswot", "jacov")
+PROXY_FEATURES = tuple(f"proxy_{name}" for name in _PROXIES if name != "flops") + ("proxy_available",)
+#: All feature names a row can have, in the default order.
+NUMERIC_NAMES = GRAPH_NAMES + TASK_NAMES + PROXY_FEATURES
+DESCRIPTION_CACHE_VERSION = 3
 
 
-def _numel(shape_text: str) -> int | None:
-    """Elements per sample of a printed shape (``Nx8x4`` -> 32); None if a dim is unknown."""
-    total = 1
-    for i, dim in enumerate(shape_text.split("x")):
-        if dim == "?":
-            return None
-        if "N" in dim:
-            digits = dim.replace("N", "")
-            total *= int(digits) if digits and i > 0 else 1
-            continue
-        total *= int(dim)
-    return total
-
-
-def shape_stats(text: str) -> dict:
-    """Input size, class count, head input size and the spread of printed tensor sizes."""
-    input_numel, shapes_per_line = None, []
-    for line in text.splitlines():
-        tokens = line.split()
-        shapes = [t for t in tokens if _SHAPE.match(t)]
-        if " = input " in line and shapes:
-            input_numel = _numel(shapes[0])
-            continue
-        if shapes:
-            shapes_per_line.append((line, shapes))
-    sizes = [n for _, shapes in shapes_per_line for n in map(_numel, shapes) if n is not None]
-    classes = head = None
-    last = [s for line, shapes in shapes_per_line if line.lstrip().startswith("y") for s in shapes]
-    if not last and shapes_per_line:
-        last = shapes_per_line[-1][1]
-    if last:
-        classes = _numel(last[-1])
-        if len(last) >= 2:
-            head = _numel(last[-2])
-    body = sizes[:-1] if len(sizes) > 1 else sizes
-    return {
-        "input_numel": input_numel or 1, "classes": classes or 1, "head_numel": head or input_numel or 1,
-        "min_numel": min(body) if body else 1, "max_numel": max(body) if body else 1,
-        "median_numel": float(np.median(body)) if body else 1.0,
-    }
-
-
-_MAC_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum")
-_NONLINEAR = ("Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Softmax", "Gelu", "Erf", "Elu", "HardSigmoid",
-              "HardSwish", "Clip", "LogSoftmax")
-_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*)\s*=\s*(?:(\d+)x\s+(?!\[))?(.*)$")
-_REPEAT = re.compile(r"(\d+)x\[")
-
-
-def _names(text: str) -> list[str]:
-    """``t1..t4`` -> t1, t2, t3, t4; ``a, b`` -> a, b."""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        match = re.fullmatch(r"([A-Za-z_]+)(\d+)\.\.([A-Za-z_]+)(\d+)", part)
-        if match:
-            out += [f"{match.group(1)}{k}" for k in range(int(match.group(2)), int(match.group(4)) + 1)]
-        elif part:
-            out.append(part)
+def proxy_values(proxies: dict | None) -> dict[str, float]:
+    """Proxy features from a ``{name: value}`` dict (signed log scale; missing -> absent)."""
+    if not proxies:
+        return {"proxy_available": 0.0}
+    out = {"proxy_available": 1.0}
+    for name, value in proxies.items():
+        if value is not None and math.isfinite(float(value)):
+            v = float(value)
+            out[f"proxy_{name}"] = math.copysign(math.log1p(abs(v)), v)
     return out
 
 
-def path_stats(text: str) -> dict:
-    """Weighted path lengths through the description's lines, input to output.
-
-    Each line (a chain of ops) weighs its weighted ops (MatMul, Gemm, Conv with
-    parameters) and its nonlinearities; lines are linked by the tensor names their
-    first op reads. Returns the longest and the shortest path in weighted ops (a
-    residual connection makes the shortest short), and the longest in
-    nonlinearities. Repeated blocks (``3x[ ... ]``) count their repeats.
-    """
-    from einnas.surrogate.encoder import _split_top
-
-    depth: dict[str, tuple[int, int, int]] = {}  # name -> (longest weighted, shortest weighted, longest nonlin)
-    stack = [1]
-    out = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("einnas-onnx ") or line.startswith("..."):
-            continue
-        opened = re.match(r"^(\d+)x\[$", line)
-        if opened:
-            stack.append(stack[-1] * int(opened.group(1)))
-            continue
-        if line == "]":
-            if len(stack) > 1:
-                stack.pop()
-            continue
-        match = _LINE.match(line)
-        if not match:
-            continue
-        defined, _, body = match.groups()
-        names = _names(defined)
-        if body.startswith("input "):
-            for name in names:
-                depth[name] = (0, 0, 0)
-            continue
-        first = re.match(r"^[\w.\[\dx]*?\((.*?)\)(?:\s|$)", _split_top(body, " > ")[0])
-        args = [a.strip() for a in _split_top(first.group(1), ", ")] if first else []
-        refs = [depth[n] for a in args if "=" not in a for n in _names(a) if n in depth]
-        weighted = nonlinear = 0
-        for element in _split_top(body, " > "):
-            repeat = _REPEAT.match(element.strip())
-            k = int(repeat.group(1)) if repeat else 1
-            for op in re.findall(r"(?:^|\[|\s|>)([A-Z]\w*)", element.strip()):
-                if op in _MAC_OPS and "#" in element:
-                    weighted += k
-                if op in _NONLINEAR:
-                    nonlinear += k
-        mult = stack[-1]
-        value = (max((r[0] for r in refs), default=0) + weighted * mult,
-                 min((r[1] for r in refs), default=0) + weighted * mult,
-                 max((r[2] for r in refs), default=0) + nonlinear * mult)
-        for name in names:
-            depth[name] = value
-        if any(n.startswith("y") for n in names):
-            out = value if out is None else max(out, value)
-    if out is None:
-        out = list(depth.values())[-1] if depth else (0, 0, 0)
-    return {"weighted_longest": out[0], "weighted_shortest": out[1], "nonlinear_longest": out[2]}
-
-
-def numeric_features(summary: dict, text: str, truncated: bool = False) -> np.ndarray:
-    """The numeric feature vector (``NUMERIC_NAMES``) of one description."""
-    from einnas.surrogate.encoder import segments
-
-    log = lambda v: math.log1p(max(float(v), 0.0))  # noqa: E731
-    ops = dict(summary.get("op_counts", {}))
-    nodes = max(int(summary.get("nodes", 0)), 1)
-    params, macs = summary.get("params", 0), summary.get("macs", 0)
-    stats = shape_stats(text)
-    paths = path_stats(text)
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    other = sum(c for op, c in ops.items() if op not in OP_VOCAB)
-    param_ops = sum(ops.get(op, 0) for op in ("MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum"))
-    base = [
-        log(params), log(macs), log(summary.get("flops", 0)), float(summary.get("depth", 0)),
-        log(summary.get("depth", 0)), log(nodes), log(summary.get("folded", 0)),
-        log(stats["input_numel"]), log(stats["classes"]), log(stats["head_numel"]), log(stats["min_numel"]),
-        log(stats["max_numel"]), log(stats["median_numel"]), log(len(lines)), log(len(segments(text))),
-        float(bool(truncated)), log(params / nodes), log(macs / max(params, 1)),
-        param_ops / nodes, other / nodes,
-        log(paths["weighted_longest"]), log(paths["weighted_shortest"]),
-        paths["weighted_shortest"] / max(paths["weighted_longest"], 1), log(paths["nonlinear_longest"]),
-    ]
-    counts = [log(ops.get(op, 0)) for op in OP_VOCAB] + [log(other)]
-    fracs = [ops.get(op, 0) / nodes for op in OP_VOCAB]
-    return np.asarray(base + counts + fracs, dtype=np.float32)
+def feature_row(graph: "GraphRecord", task: Task | None = None, proxies: dict | None = None,
+                names: Sequence[str] = NUMERIC_NAMES) -> np.ndarray:
+    """One row of ``names`` for a graph on a task, with its proxies (unknown -> :data:`MISSING`)."""
+    values = dict(graph.features)
+    shape, classes = graph.io()
+    values.update(zip(TASK_NAMES, task_vector(task, shape, classes).tolist()))
+    values.update(proxy_values(proxies))
+    row = np.array([values.get(n, MISSING) for n in names], dtype=np.float32)
+    row[~np.isfinite(row)] = MISSING
+    return row
 
 
 @dataclass
@@ -209,19 +78,48 @@ class GraphRecord:
     summary: dict
     truncated: bool = False
     key: str = ""
-    extra: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)  # graph features (GRAPH_NAMES), from the graph at describe time
+    input_shape: list | None = None  # the graph input's shape without the batch dimension
+    classes: int | None = None  # the graph output's width
 
     @property
     def numeric(self) -> np.ndarray:
-        return numeric_features(self.summary, self.text, self.truncated)
+        """The default feature row (no task beyond the graph's own, no proxies)."""
+        return feature_row(self)
+
+    def io(self) -> tuple:
+        return self.input_shape, self.classes
 
     def op_types(self) -> set[str]:
         return set(self.summary.get("op_counts", {}))
 
+    def families(self) -> set[str]:
+        return {family(op) for op in self.op_types()}
+
 
 def from_description(description, key: str = "") -> GraphRecord:
-    """A :class:`GraphRecord` from a :class:`~einnas.surrogate.describe.Description`."""
-    return GraphRecord(description.text, description.summary.as_dict(), description.truncated, key)
+    """A :class:`GraphRecord` from a :class:`~einnas.surrogate.describe.Description` (features from its graph)."""
+    graph = description.graph
+    features, shape, classes = {}, None, None
+    if graph is not None:
+        features = graph_features(graph, description.summary)
+        shape, classes = _io(graph)
+    return GraphRecord(description.text, description.summary.as_dict(), description.truncated, key, features,
+                       shape, classes)
+
+
+def _io(graph) -> tuple:
+    """Input shape (no batch dim, ints only) and output width of an analysed graph."""
+    shape = classes = None
+    if graph.inputs:
+        dims = graph.tensors[graph.inputs[0]].shape
+        if dims and len(dims) > 1 and all(isinstance(d, int) for d in dims[1:]):
+            shape = list(dims[1:])
+    if graph.outputs:
+        dims = graph.tensors[graph.outputs[0]].shape
+        if dims and len(dims) > 1 and all(isinstance(d, int) for d in dims[1:]):
+            classes = int(np.prod(dims[1:]))
+    return shape, classes
 
 
 def describe_file(path, key: str | None = None) -> GraphRecord:
@@ -254,7 +152,11 @@ class DescriptionCache:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        record = GraphRecord(data["text"], data["summary"], data.get("truncated", False), key)
+        features = data.get("features", {})
+        if any(name not in features for name in GRAPH_NAMES):  # written by a version with other features
+            return None
+        record = GraphRecord(data["text"], data["summary"], data.get("truncated", False), key,
+                             features, data.get("input_shape"), data.get("classes"))
         self._memory[key] = record
         return record
 
@@ -266,7 +168,9 @@ class DescriptionCache:
         from einnas._util import write_atomic
 
         write_atomic(self.folder / f"{record.key}.json",
-                     json.dumps({"text": record.text, "summary": record.summary, "truncated": record.truncated}))
+                     json.dumps({"text": record.text, "summary": record.summary, "truncated": record.truncated,
+                                 "features": record.features, "input_shape": record.input_shape,
+                                 "classes": record.classes}))
 
 
 def describe_arch(arch, input_shape: Sequence[int], num_classes: int, cache: DescriptionCache | None = None,
@@ -294,8 +198,15 @@ def describe_arch(arch, input_shape: Sequence[int], num_classes: int, cache: Des
     return record
 
 
-def feature_table(records: Sequence[GraphRecord], encoder=None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Numeric features ``(n, len(NUMERIC_NAMES))`` and, with an encoder, text vectors ``(n, 384)``."""
-    numeric = np.stack([r.numeric for r in records]) if records else np.zeros((0, len(NUMERIC_NAMES)), np.float32)
-    text = encoder.encode_many([r.text for r in records]) if encoder is not None else None
-    return numeric, text
+def feature_table(records: Sequence[GraphRecord], encoder=None, tasks: Sequence | None = None,
+                  proxies: Sequence | None = None, names: Sequence[str] = NUMERIC_NAMES) -> tuple[np.ndarray, None]:
+    """Feature rows ``(n, len(names))`` of many graphs (with their tasks and proxies, when given).
+
+    ``encoder`` is accepted for compatibility and ignored: the predictor's text model
+    reads the description itself (``texthead.py``). The second value is always None.
+    """
+    if not records:
+        return np.zeros((0, len(names)), np.float32), None
+    tasks = tasks if tasks is not None else [None] * len(records)
+    proxies = proxies if proxies is not None else [None] * len(records)
+    return np.stack([feature_row(g, t, p, names) for g, t, p in zip(records, tasks, proxies)]), None

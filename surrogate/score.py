@@ -1,21 +1,23 @@
 """Score ONNX files (or einnas architectures) with a fitted predictor: ``einnas score``.
 
 The path of one file: safe loading and the canonical description
-(``describe.py``), numeric features and the MiniLM vector of the compact
-description (``features.py``, ``encoder.py``), the ensemble's mean and spread
-(``predictor.py``). Many files are scored as one batch: description segments that
-they share are embedded once.
+(``describe.py``), features of the graph, the task and zero-cost proxies
+(``features.py``, ``proxyfeatures.py``), the ensemble's mean and spread
+(``predictor.py``). Every score says what its number is (``target``: validation
+accuracy on which task after which budget) and carries a **rank**: the percentile
+of the prediction among the predictor's own training records on that task, which
+compares across files and is not tied at chance.
 
-Every score carries an out-of-distribution note when the graph is far from what
-the predictor was fitted on: op types it never saw, or size figures (parameters,
-MACs, depth, nodes, input size, classes) outside the training range. The number
-is still printed; the note says how much to trust it.
+A score carries an out-of-distribution note when the graph is far from what the
+predictor was fitted on: op types of a family it never saw (a new op of a known
+family is fine: ``LRN`` beside ``BatchNormalization``), or size figures outside
+the training range. Where proxies could not be computed the note says so.
 
 Example::
 
     scorer = Scorer()                                   # the shipped predictor
     for s in scorer.score_files(["a.onnx", "b.onnx"]):
-        print(s.name, s.mean, s.std, s.note)
+        print(s.name, s.mean, s.rank, s.target, s.note)
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from einnas.errors import EinnasError, ModelError
+from einnas.errors import DatasetError, EinnasError, ModelError
 
 #: The predictor that ships with einnas (package data).
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
@@ -37,7 +39,7 @@ PRETRAINED = Path(__file__).resolve().parent / "pretrained"
 _RANGE_CHECKS = {
     "log_params": ("parameters", math.expm1),
     "log_macs": ("MACs", math.expm1),
-    "depth": ("depth", float),
+    "log_depth": ("depth", math.expm1),
     "log_nodes": ("nodes", math.expm1),
     "log_input_numel": ("input size", math.expm1),
     "log_classes": ("classes", math.expm1),
@@ -58,7 +60,7 @@ def load_predictor(source: str | Path | None = "default"):
 
 @dataclass
 class Score:
-    """The predicted accuracy of one graph, its uncertainty and what to be wary of."""
+    """The predicted accuracy of one graph, what it is for, its rank and what to be wary of."""
 
     name: str
     mean: float | None = None
@@ -68,17 +70,24 @@ class Score:
     macs: int | None = None
     error: str | None = None  # set (and nothing else) when the file could not be scored
     seconds: float = 0.0
+    rank: float | None = None  # percentile among the predictor's training records (0-100)
+    target: str = ""  # "validation accuracy on <task> after <budget>"
+    proxies: str = ""  # "" when proxies were used (or the predictor reads none), else the reason
 
     @property
     def note(self) -> str:
-        return ("far from the training data: " + "; ".join(self.ood)) if self.ood else ""
+        parts = [("far from the training data: " + "; ".join(self.ood))] if self.ood else []
+        if self.proxies:
+            parts.append(f"scored without proxies: {self.proxies}")
+        return "; ".join(parts)
 
     def as_dict(self) -> dict:
         if self.error is not None:
             return {"file": self.name, "error": self.error}
         return {"file": self.name, "predicted_accuracy": round(self.mean, 4), "std": round(self.std, 4),
+                "rank_percentile": None if self.rank is None else round(self.rank, 1), "predicts": self.target,
                 "params": self.params, "macs": self.macs, "out_of_distribution": bool(self.ood),
-                "note": self.note}
+                "proxies": "unavailable: " + self.proxies if self.proxies else "used", "note": self.note}
 
 
 def _compact(value: float) -> str:
@@ -87,14 +96,17 @@ def _compact(value: float) -> str:
     return compact_number(int(round(value))) if value >= 1000 else f"{value:.3g}"
 
 
-def ood_notes(predictor, graph, numeric: np.ndarray) -> list[str]:
+def ood_notes(predictor, graph, numeric: np.ndarray | None = None) -> list[str]:
     """Why a graph is far from the predictor's training data (empty when it is not)."""
-    from einnas.surrogate.features import NUMERIC_NAMES
+    from einnas.surrogate.features import NUMERIC_NAMES, family
 
-    ranges = predictor.meta.get("ranges", {})
+    ranges = predictor.ranges() if hasattr(predictor, "ranges") else predictor.meta.get("ranges", {})
+    numeric = graph.numeric if numeric is None else numeric
     notes = []
     seen = set(ranges.get("op_types", []))
-    unseen = sorted(graph.op_types() - seen) if seen else []
+    families = set(ranges.get("op_families") or {family(op) for op in seen})
+    unseen = sorted(op for op in graph.op_types() - seen
+                    if family(op) not in families or family(op) == "other") if seen else []
     if unseen:
         notes.append(f"op types never seen in training: {', '.join(unseen[:6])}{' ...' if len(unseen) > 6 else ''}")
     lo, hi = ranges.get("numeric_min", {}), ranges.get("numeric_max", {})
@@ -113,55 +125,97 @@ def ood_notes(predictor, graph, numeric: np.ndarray) -> list[str]:
 
 
 class Scorer:
-    """A predictor with its encoder, ready to score many graphs."""
+    """A predictor ready to score many graphs, optionally conditioned on a dataset (``dataset=``)."""
 
-    def __init__(self, predictor=None, encoder=None, threads: int | None = None):
-        from einnas.surrogate.encoder import TextEncoder
-
+    def __init__(self, predictor=None, encoder=None, threads: int | None = None, dataset=None,
+                 proxies: bool = True, batch_size: int = 64):
         self.predictor = predictor if predictor is not None else load_predictor("default")
-        needs_text = self.predictor.config.use_text
-        if encoder is None and needs_text:
-            runtime = self.predictor.meta.get("encoder", {}).get("runtime", "onnx")
-            encoder = TextEncoder(runtime=runtime, threads=threads)
-        self.encoder = encoder if needs_text else None
+        self.encoder = None  # the MiniLM encoder is no longer read by the predictor (texthead.py)
+        self.dataset = dataset  # a loaded evaluate.datasets.Dataset, or None
+        self.use_proxies = proxies and self.predictor.config.use_proxies
+        self.batch = None
+        if dataset is not None and self.use_proxies:
+            x, y = dataset.train
+            self.batch = (x[:batch_size], y[:batch_size])
 
     def warm_up(self) -> "Scorer":
-        """Load the encoder model now (the first score pays for it otherwise)."""
-        if self.encoder is not None:
-            self.encoder.load()
+        """Import what the first score would otherwise pay for."""
+        from einnas.surrogate import describe, features  # noqa: F401
+
         return self
 
-    def score_graphs(self, graphs: Sequence, names: Sequence[str] | None = None) -> list[Score]:
-        """Score described graphs (:class:`~einnas.surrogate.features.GraphRecord`) as one batch."""
-        from einnas.surrogate.features import feature_table
+    def task_for(self, graph):
+        """The task a graph is scored for: ``dataset=``'s (budget of the training task), else the closest."""
+        from einnas.surrogate.task import Task
 
+        default = self.predictor.default_task(graph)
+        if self.dataset is None:
+            return default
+        task = Task.of_dataset(self.dataset)
+        return task.with_budget(default.epochs, default.seconds) if default is not None else task
+
+    def check_shape(self, graph, name: str) -> None:
+        """:class:`DatasetError` when the graph's input or output does not fit ``dataset``."""
+        if self.dataset is None:
+            return
+        shape, classes = graph.io()
+        want = list(self.dataset.input_shape)
+        if shape is not None and list(shape) != want:
+            raise DatasetError(f"{name}: the model's input {'x'.join(map(str, shape))} does not match dataset "
+                               f"{self.dataset.name} ({'x'.join(map(str, want))})")
+        if classes is not None and classes != self.dataset.num_classes:
+            raise DatasetError(f"{name}: the model predicts {classes} classes, dataset {self.dataset.name} has "
+                               f"{self.dataset.num_classes}")
+
+    def score_graphs(self, graphs: Sequence, names: Sequence[str] | None = None,
+                     proxies: Sequence | None = None, reasons: Sequence[str] | None = None) -> list[Score]:
+        """Score described graphs (:class:`~einnas.surrogate.features.GraphRecord`) as one batch."""
         if not graphs:
             return []
-        numeric, text = feature_table(graphs, self.encoder)
-        mean, std = self.predictor.predict(numeric, text)
         names = names or [g.key for g in graphs]
-        return [
-            Score(name, float(m), float(s), ood_notes(self.predictor, g, row),
-                  int(g.summary.get("params", 0)), int(g.summary.get("macs", 0)))
-            for name, g, m, s, row in zip(names, graphs, mean, std, numeric)
-        ]
+        tasks = [self.task_for(g) for g in graphs]
+        pred = self.predictor.predict(graphs, tasks=tasks, proxies=proxies)
+        out = []
+        for i, g in enumerate(graphs):
+            reason = ""
+            if self.predictor.config.use_proxies:
+                reason = (reasons[i] if reasons and reasons[i] else "") or (
+                    "" if proxies and proxies[i] else "not computed")
+            rank = self.predictor.rank(pred.expected[i:i + 1], tasks[i])[0]
+            out.append(Score(names[i], float(pred.mean[i]), float(pred.std[i]), ood_notes(self.predictor, g),
+                             int(g.summary.get("params", 0)), int(g.summary.get("macs", 0)),
+                             rank=None if not np.isfinite(rank) else float(rank),
+                             target=self.predictor.target(tasks[i]), proxies=reason))
+        return out
 
     def score_files(self, paths: Sequence[str | Path]) -> list[Score]:
-        """Score ONNX files; a file that cannot be read gets a :class:`Score` with ``error`` set."""
+        """Score ONNX files; a file that cannot be read gets a :class:`Score` with ``error`` set.
+
+        With ``dataset=``, a file whose input or classes do not fit raises :class:`DatasetError`.
+        """
         from einnas.surrogate.features import describe_file
+        from einnas.surrogate.proxyfeatures import compute_onnx
 
         start = time.perf_counter()
-        graphs, names, out = [], [], {}
+        graphs, names, values, reasons, out = [], [], [], [], {}
         for i, path in enumerate(paths):
             try:
-                graphs.append(describe_file(path))
-                names.append(str(path))
+                graph = describe_file(path)
             except EinnasError as error:
                 out[i] = Score(str(path), error=_one_line(str(error)))
+                continue
             except (OSError, ValueError, RecursionError, MemoryError) as error:  # last line of defence
                 out[i] = Score(str(path), error=f"{path}: cannot be scored ({type(error).__name__}: "
                                                 f"{_one_line(str(error))})")
-        scored = iter(self.score_graphs(graphs, names))
+                continue
+            self.check_shape(graph, str(path))
+            value, reason = (compute_onnx(path, batch=self.batch) if self.use_proxies
+                             else (None, "turned off" if self.predictor.config.use_proxies else None))
+            graphs.append(graph)
+            names.append(str(path))
+            values.append(value)
+            reasons.append(reason or "")
+        scored = iter(self.score_graphs(graphs, names, values, reasons))
         results = [out[i] if i in out else next(scored) for i in range(len(paths))]
         per = (time.perf_counter() - start) / max(len(paths), 1)
         for r in results:
@@ -171,15 +225,18 @@ class Scorer:
     def score_archs(self, archs: Sequence, input_shape, num_classes: int, cache=None) -> list[Score]:
         """Export and score einnas architectures; one that cannot be exported gets ``error`` set."""
         from einnas.surrogate.features import describe_arch
+        from einnas.surrogate.proxyfeatures import compute_arch
 
-        graphs, names, out = [], [], {}
+        graphs, names, values, out = [], [], [], {}
         for i, arch in enumerate(archs):
             try:
                 graphs.append(describe_arch(arch, input_shape, num_classes, cache))
                 names.append(arch.archid)
+                values.append(compute_arch(arch.string, input_shape, num_classes, batch=self.batch)
+                              if self.use_proxies else None)
             except EinnasError as error:
                 out[i] = Score(arch.archid, error=_one_line(str(error)))
-        scored = iter(self.score_graphs(graphs, names))
+        scored = iter(self.score_graphs(graphs, names, values))
         return [out[i] if i in out else next(scored) for i in range(len(archs))]
 
 
