@@ -49,11 +49,19 @@ def check_output_folder(path: str, flag: str) -> None:
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{flag} {path}: is a file, not a folder")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"{flag} {path}: cannot create the folder ({error.strerror or error})") from None
-    check_writable_folder(folder, flag, path)
+    try:
+        check_writable_folder(folder, flag, path)
+    finally:  # a probe leaves nothing behind: the run creates its folder when it writes into it
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
 
 
 def check_writable_folder(folder, flag: str, path: str) -> None:
