@@ -380,7 +380,7 @@ class Search(Command):
         parser.add_argument("--seed", type=nonnegative_int, default=0,
                             help="search seed: the same command and seed evaluate the same architectures (default 0)")
         parser.add_argument("--strategy", choices=["re", "random"], default="re", help="regularised evolution (default) or random sampling")
-        parser.add_argument("--init", metavar="SEEDS", help="RE's initial population: random (default), mix, or seed names / @files, e.g. resnet18,vit")
+        parser.add_argument("--init", metavar="SEEDS", help="RE's initial population: the four seeds scaled to the budget (default, where the grammar can express them; as mix), random, or seed names / @files, e.g. resnet18,vit")
         parser.add_argument("--view", choices=["auto", "image", "tokens"], default="auto", help="sequences (S, D) as tokens or as Dx1xS images (default auto: image for signals of at most 4 channels, such as mnist1d)")
         parser.add_argument("--population", type=positive_int, help="RE population (default: a third of --trials, 4 to 100)")
         parser.add_argument("--tournament", type=positive_int, help="RE tournament size (default: 30%% of the population, 2 to 10)")

@@ -45,3 +45,19 @@ def test_budget_and_time_limit_scale_with_the_task():
     assert population_sizes(expected_trials(150.0, 10.0))[0] == 20
     assert population_sizes(expected_trials(900.0, default_seconds(mnist5k, 8)))[0] == 10
     assert expected_trials(None, 10.0) is None
+
+
+def test_default_start_is_the_scaled_seeds_where_the_grammar_expresses_them(tmp_path):
+    from einnas.search.run import Search, SearchConfig
+
+    default = Search(SearchConfig(dataset="digits", trials=4, out=str(tmp_path / "a"), workers=1, final=False))
+    labels = [label for label, _ in default.strategy.init]
+    assert sorted(label.split("@")[0] for label in labels) == ["mlp_mixer", "resnet18", "vit", "wrn16_4"]
+    assert all(arch.info.params <= default.space.limits.max_params for _, arch in default.strategy.init)
+    scratch = Search(SearchConfig(dataset="digits", trials=4, init="random", out=str(tmp_path / "b"), workers=1,
+                                  final=False))
+    assert scratch.strategy.init == ()
+    # a space without the seeds' operations (plain MLPs) starts from random samples instead of failing
+    mlp = Search(SearchConfig(dataset="digits", trials=4, grammar="mlp", out=str(tmp_path / "c"), workers=1,
+                              final=False))
+    assert mlp.strategy.init == ()

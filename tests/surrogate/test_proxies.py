@@ -350,7 +350,8 @@ def test_same_values_in_a_fresh_process(exported):
             f"print(json.dumps(p({str(path)!r}, seed=3).values))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     here = proxies_for_onnx(path, seed=3).values
-    assert json.loads(out) == pytest.approx(here, rel=1e-9) and here["snip"] > 0
+    # float32 sums may differ in their last bits with the thread count (another test may have set it)
+    assert json.loads(out) == pytest.approx(here, rel=1e-6) and here["snip"] > 0
 
 
 def test_conversion_works_beside_a_broken_torchvision(tmp_path, exported):
