@@ -10,7 +10,7 @@ clock — means over ``--seeds``. The reference row trains the reference archite
 with ``einnas train ARCH --final --epochs 4xE`` (the same final protocol).
 
 References: ``--reference DATASET=ARCH`` (repeatable; ARCH as ``einnas train`` takes it:
-a string, ``@file`` or a seed name). Without one, ``benchmarks/references/DATASET_*.arch``
+a string, ``@file`` or a seed name). Without one, ``grammar/references/DATASET_*.arch``
 files are used (the 6-layer CNN of issue 14 for mnist5k).
 
     python benchmarks/bench_search_quality.py --datasets mnist5k --strategies re+surrogate --timeout 900 --seeds 0
@@ -95,7 +95,7 @@ def run_reference(dataset: str, arch: str, epochs: int, seed: int, folder: Path)
 def references(dataset: str, given: dict[str, list[str]]) -> list[tuple[str, str]]:
     if dataset in given:
         return [(arch if len(arch) < 40 else arch[:37] + "...", arch) for arch in given[dataset]]
-    return [(path.stem, f"@{path}") for path in sorted((HERE / "references").glob(f"{dataset}_*.arch"))]
+    return [(path.stem, f"@{path}") for path in sorted((HERE.parent / "grammar" / "references").glob(f"{dataset}_*.arch"))]
 
 
 def _mean(values):
