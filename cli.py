@@ -404,7 +404,7 @@ class Search(Command):
         parser.add_argument("--candidates", type=positive_int, metavar="N", help="with --surrogate: proposals ranked per trained candidate (default 16)")
         parser.add_argument("--kappa", type=float, help="with --surrogate: rank by predicted mean + KAPPA x ensemble std (default 1)")
         parser.add_argument("--refit-every", type=int, metavar="K", help="with --surrogate: refit a predictor on the study's trained trials every K of them (from 10) and blend it in (default 10; 0: never)")
-        parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
+        parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if present)")
         parser.add_argument("--threads", type=positive_int, help="torch CPU threads per worker while training (default 1; the final retrain uses every core)")
         parser.add_argument("--workers", type=positive_int, metavar="N", help="worker processes on the study, one progress display (default: the cores)")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
@@ -562,7 +562,7 @@ class BenchBuild(Command):
         parser.add_argument("--top", type=float, default=0.1, help="parents come from this top share (default 0.1)")
         parser.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
         parser.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPUs/workers)")
-        parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+        parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if present)")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 

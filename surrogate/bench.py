@@ -75,7 +75,7 @@ class BenchConfig:
     top_fraction: float = 0.1  # parents come from this top share of the scored trials
     timeout: float | None = None  # seconds after which this worker starts no new trial
     threads: int | None = None  # torch CPU threads per worker; None: CPUs / workers
-    device: str = "cpu"
+    device: str = "auto"  # as in train and search: cuda if present (each record stores the device it used)
     grammar: str | None = None
     plugins: tuple[str, ...] = ()
     heartbeat_interval: int | None = None  # None: the search's defaults

@@ -135,3 +135,14 @@ def test_the_same_limits_have_the_same_defaults_in_every_command():
     assert sample.max_activations == DEFAULT_MAX_ACTIVATIONS
     helps = {a.dest: a.help for a in parser._subparsers._group_actions[0].choices["search"]._actions}
     assert f"{DEFAULT_MAX_PARAMS:,}" in helps["max_params"]
+
+
+def test_every_training_command_defaults_to_the_same_device():
+    parser = build_parser()
+    commands = {
+        "train": ["train", "resnet18", "--dataset", "digits"],
+        "search": ["search", "--dataset", "digits"],
+        "bench build": ["bench", "build", "--dataset", "digits", "--trials", "1"],
+    }
+    devices = {name: parser.parse_args(argv).device for name, argv in commands.items()}
+    assert set(devices.values()) == {"auto"}, devices
