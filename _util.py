@@ -117,11 +117,38 @@ OPTIONAL = {
 }
 
 
+def hide_broken_torchvision() -> bool:
+    """Make a torchvision that is installed but fails at import look absent.
+
+    onnx2torch depends on torchvision, and on machines with the CPU build of torch pip
+    takes PyPI's torchvision, built for CUDA torch, whose import fails ("operator
+    torchvision::nms does not exist"). transformers and onnx2torch then fail to import
+    whatever touches it; with ``sys.modules["torchvision"] = None`` both see it as not
+    installed and work without it. Returns True when it was hidden."""
+    import importlib.util
+    import sys
+
+    if "torchvision" in sys.modules:
+        return sys.modules["torchvision"] is None
+    try:
+        if importlib.util.find_spec("torchvision") is None:
+            return False
+        import torchvision  # noqa: F401
+        return False
+    except Exception:  # any import-time failure of a third-party package: treat it as absent
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        sys.modules["torchvision"] = None
+        return True
+
+
 def require(module: str):
     """Import an optional dependency, or raise :class:`~einnas.errors.UsageError` saying
     which extra installs it (optuna's ``try_import`` idea)."""
     import importlib
 
+    if module.split(".")[0] in ("sentence_transformers", "transformers"):
+        hide_broken_torchvision()
     try:
         return importlib.import_module(module)
     except ImportError:

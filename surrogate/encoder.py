@@ -271,6 +271,9 @@ def _export_minilm(target: Path) -> None:
     import warnings
 
     import torch
+    from einnas._util import hide_broken_torchvision
+
+    hide_broken_torchvision()  # see there: a CUDA torchvision beside CPU torch breaks transformers' imports
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(str(_model_path())).eval()

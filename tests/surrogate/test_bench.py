@@ -140,12 +140,15 @@ def test_killed_command_resumes_to_exactly_n(tmp_path):
     import sys
     import time
 
-    command = [sys.executable, "-m", "einnas.cli", "bench", "build", "--dataset", "digits", "--trials", "6",
-               "--storage", "k.journal", "--workers", "2", "-q", *FAST]
+    # batch size 4: each trial takes a second or more, so the build is caught training
+    # (with FAST alone a fast machine finished all trials before the first poll)
+    n = 12
+    command = [sys.executable, "-m", "einnas.cli", "bench", "build", "--dataset", "digits", "--trials", str(n),
+               "--storage", "k.journal", "--workers", "2", "-q", *FAST, "--batch-size", "4"]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.1)
         try:
             if view_of(tmp_path / "k.journal", "digits-bench-s0").counted >= 2:
                 break
@@ -154,15 +157,15 @@ def test_killed_command_resumes_to_exactly_n(tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     first = view_of(tmp_path / "k.journal", "digits-bench-s0")
-    assert 2 <= first.counted < 6, "the build finished before it could be killed"
+    assert 2 <= first.counted < n, "the build finished before it could be killed"
     for pid in {r.attrs["worker"]["pid"] for r in first.records if "worker" in r.attrs}:
         with pytest.raises(ProcessLookupError):  # no worker left behind
             os.kill(pid, 0)
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     view = view_of(tmp_path / "k.journal", "digits-bench-s0")
-    assert view.counted == 6 and view.running == 0
-    assert len({r.archid for r in view.records if r.counted}) == 6
+    assert view.counted == n and view.running == 0
+    assert len({r.archid for r in view.records if r.counted}) == n
     assert all(r.state == "FAIL" and not r.counted for r in view.records if r.status.startswith("lost"))
 
 
