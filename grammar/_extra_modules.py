@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from einnas.grammar._torch_modules import Add
+
 
 class _LRNExport(torch.autograd.Function):
     @staticmethod
@@ -65,27 +67,20 @@ class Dropout(nn.Module):
 class _SumExport(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *xs):
-        return _add_all(xs)
+        return Add.forward(None, xs)
 
     @staticmethod
     def symbolic(g, *xs):
         return g.op("Sum", *xs)
 
 
-def _add_all(xs):
-    out = xs[0]
-    for x in xs[1:]:
-        out = out + x
-    return out
-
-
-class Sum(nn.Module):
-    """Elementwise sum of the branches; one n-ary ``Sum`` node in ONNX."""
+class Sum(Add):
+    """Elementwise sum of the branches (``add``'s module); one n-ary ``Sum`` node in ONNX."""
 
     def forward(self, xs):
         if torch.onnx.is_in_onnx_export():
             return _SumExport.apply(*xs)
-        return _add_all(xs)
+        return super().forward(xs)
 
 
 class Flatten(nn.Module):
