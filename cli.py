@@ -542,6 +542,8 @@ class BenchBuild(Command):
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, addnist5k or a folder")
+        parser.add_argument("--view", choices=["auto", "image", "tokens"], default="auto",
+                            help="sequences (S, D) as tokens or as Dx1xS images, as in search (default auto)")
         parser.add_argument("--trials", "--n", type=positive_int, metavar="N",
                             help="trained records in the study, all workers together (running again continues to N)")
         parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
@@ -578,7 +580,7 @@ class BenchBuild(Command):
             raise UsageError(f"--out {args.out}: bench build records into an Optuna study now; give a journal file "
                              "(--storage bench.journal) and write JSON Lines with 'einnas bench export'")
         config = BenchConfig(
-            dataset=args.dataset, trials=args.trials, timeout=args.timeout, seed=args.seed,
+            dataset=args.dataset, view=args.view, trials=args.trials, timeout=args.timeout, seed=args.seed,
             storage=args.storage or args.out, study_name=args.study_name, epochs=args.epochs, seconds=args.seconds,
             batch_size=args.batch_size, lr=args.lr, max_params=args.max_params, max_activations=args.max_activations,
             mutate_fraction=args.mutate, top_fraction=args.top, threads=args.threads, device=args.device,

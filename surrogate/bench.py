@@ -61,6 +61,7 @@ class BenchConfig:
     ``trials``, ``timeout``, ``threads``, ``device`` and ``command``."""
 
     dataset: str
+    view: str = "auto"  # sequences as tokens or as Dx1xS images, as in search (einnas.evaluate.datasets.VIEWS)
     trials: int | None = None  # trained records of the whole study (all workers)
     seed: int = 0
     storage: str | None = None  # journal file or database URL; None: runs/<study name>/study.journal
@@ -184,7 +185,7 @@ class Bench:
         self.config = config
         resolve_device(config.device)  # a bad device fails before the slow loads
         grammar = load_grammar(config.grammar, plugins=config.plugins)
-        self.dataset = ds = load_dataset(config.dataset)
+        self.dataset = ds = load_dataset(config.dataset, view=config.view)
         limits = Limits(max_params=config.max_params, max_activations=config.max_activations)
         self.space = SearchSpace(grammar, tuple(ds.input_shape), ds.num_classes, limits)
         self.strategy = SampleAndMutate(self.space, config.mutate_fraction, config.top_fraction)
@@ -209,7 +210,7 @@ class Bench:
             "grammar_name": "einspace" if builtin else Path(config.grammar or grammar.path).stem,
             "grammar_path": "einspace.lark (built-in)" if builtin else str(config.grammar or grammar.path),
             "plugins": list(config.plugins), "dataset": ds.name, "input_shape": task["input_shape"],
-            "num_classes": ds.num_classes, "seed": config.seed, "limits": limits.as_dict(), "task": task,
+            "num_classes": ds.num_classes, "view": config.view, "seed": config.seed, "limits": limits.as_dict(), "task": task,
             "budget": budget, **self.strategy.settings(), **self.evaluator.settings(),
             "version": _version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"), "dataset_source": ds.source,
         }
