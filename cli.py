@@ -300,10 +300,12 @@ class Train(Command):
 
         from einnas.evaluate import TrainConfig, load_dataset, resolve_device, train
         from einnas.grammar import build_network, resolve_arch
+        from einnas.grammar.seeds import parse_seed_name
 
         device = resolve_device(args.device)  # a bad device fails before the slow loads
         grammar = load_grammar_from(args)
-        arch = resolve_arch(args.arch, grammar)  # a bad ARCH fails before the slow loads
+        if parse_seed_name(args.arch) is None:  # a bad ARCH fails before the slow loads (a seed name is checked
+            resolve_arch(args.arch, grammar)      # by parsing it; its depth form needs the dataset's input shape)
         dataset = load_dataset(args.dataset, view=args.view)
         arch = resolve_arch(args.arch, grammar, dataset.input_shape, dataset.num_classes)  # seeds fit the input
         config = TrainConfig(

@@ -76,6 +76,15 @@ def test_resnet18_seed_runs_on_a_folder(tmp_path, capsys):
     assert rows["status"] == "ok" and rows["arch"].endswith("(resnet18)")
 
 
+def test_a_depth_scaled_seed_name_trains(tmp_path, capsys):
+    # A depth multiplier needs the input shape: the name is fitted to the dataset's input
+    # (it used to be refused before the dataset was loaded).
+    folder = write_folder(tmp_path / "toy", n=(40, 10, 10))
+    assert main(["train", "wrn16_4@0.25d0.5", "--dataset", str(folder), "--epochs", "1", *FAST]) == 0
+    rows = table(capsys.readouterr().out)
+    assert rows["status"] == "ok" and "wrn16_4@0.25d0.5" in rows["arch"]
+
+
 def test_final_mode(tmp_path, capsys):
     folder = write_folder(tmp_path / "toy")
     assert main(["train", CONV, "--dataset", str(folder), "--epochs", "2", "--final", *FAST]) == 0
