@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -265,20 +266,29 @@ class _Run:
             )
 
     def _watch_deadline(self, model) -> None:
-        """Check the time budget inside a step too: a forward hook on every leaf module.
+        """Check the time budget inside a step too: a forward hook on every leaf module, and
+        through it a gradient hook on the leaf's output for the backward pass.
 
-        Between steps is not enough: one slow step ran 20 s against a 3 s budget. The hook
-        is one clock read per leaf per forward (benchmarks/bench_trainer.py prints its cost);
-        a slow backward is still caught at the step's end.
+        Between steps is not enough: one slow step ran 20 s against a 3 s budget. The hooks
+        are one clock read per leaf per pass (benchmarks/bench_trainer.py prints their cost);
+        an exception raised in a gradient hook leaves ``backward()`` as itself.
         """
+        import torch
+
         self._hooks = []
         if self.deadline == math.inf:
             return
         deadline, clock = self.deadline, time.perf_counter
 
+        def backward_hook(grad):
+            if clock() > deadline:
+                self._check_time("inside a backward pass")
+
         def hook(module, inputs, output):
             if clock() > deadline:
                 self._check_time("inside a step")
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(backward_hook)
 
         for module in model.modules():
             if next(module.children(), None) is None:
@@ -420,6 +430,16 @@ def _bf16_ok(device) -> bool:
 _CANDIDATE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError, AssertionError, MemoryError)
 
 
+@functools.cache
+def _load_optimiser_machinery() -> None:
+    """Import what torch's optimisers load on first use (``torch._dynamo``: 2-4 s, more on a
+    busy machine) before a candidate's clock starts: a once-per-process cost of the library
+    must not time out the first candidate of every worker."""
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
 def train(
     model: ModelSource,
     dataset: "Dataset",
@@ -445,6 +465,7 @@ def train(
 
     config = config or TrainConfig()
     device = resolve_device(device)
+    _load_optimiser_machinery()
     start = time.perf_counter()
     run = _Run(dataset, config, device, final, test, progress, start)
     result = run.result

@@ -242,12 +242,44 @@ class SlowFirstLeaf(nn.Module):
 
 
 def test_time_budget_is_checked_inside_a_step(blobs):
-    net = SlowFirstLeaf(0.3)
-    result = train(net, blobs, cfg(epochs=1, batch_size=512, seconds=0.1), seed=0)  # one step per epoch
+    net = SlowFirstLeaf(1.5)  # the budget leaves room for the set-up on a busy machine
+    result = train(net, blobs, cfg(epochs=1, batch_size=512, seconds=1.0), seed=0)  # one step per epoch
     assert not result.ok and result.reason == "timeout" and "inside a step" in result.detail
     # the sleep follows the first leaf, so the hook on the second leaf stops the step right after it
     assert net.second_calls == 1 and result.samples == 0
     assert not net.first._forward_hooks and not net.second._forward_hooks  # hooks removed afterwards
+
+
+class _SlowBackward(torch.autograd.Function):
+    """Identity forward; a backward slower than the budget."""
+
+    @staticmethod
+    def forward(ctx, x, delay):
+        ctx.delay = delay
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        time.sleep(ctx.delay)
+        return grad, None
+
+
+class SlowBackwardNet(nn.Module):
+    def __init__(self, delay):
+        super().__init__()
+        self.first, self.second, self.delay = nn.Linear(32, 32), nn.Linear(32, 4), delay
+
+    def forward(self, x):
+        return self.second(_SlowBackward.apply(self.first(x.flatten(1)), self.delay))
+
+
+def test_time_budget_is_checked_inside_the_backward_pass(blobs):
+    net = SlowBackwardNet(1.5)
+    before = net.first.weight.detach().clone()
+    # the budget leaves room for the set-up and a forward pass on a busy machine; the backward overruns it
+    result = train(net, blobs, cfg(epochs=1, batch_size=512, seconds=1.0), seed=0)  # one step per epoch
+    assert not result.ok and result.reason == "timeout" and "inside a backward pass" in result.detail
+    assert result.samples == 0 and torch.equal(net.first.weight.detach(), before)  # no optimiser step taken
 
 
 def test_learning_rate_follows_the_cosine_schedule(blobs, monkeypatch):
