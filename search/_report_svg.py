@@ -15,7 +15,7 @@ import hashlib
 import html
 import math
 
-NODE_W, NODE_H, GAP_X, GAP_Y, COL_GAP = 96, 22, 8, 14, 36
+NODE_W, NODE_H, GAP_X, GAP_Y, COL_GAP = 96, 22, 8, 14, 24
 MAX_ROWS = 28  # layers per column before the drawing wraps into another column
 MAX_WIDTH = 1040  # the page's content width (px): more columns only while they fit
 MAX_NODES = 600  # larger graphs are not drawn (a drawing of them would not be readable)

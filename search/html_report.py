@@ -278,6 +278,14 @@ def _top_table(data: dict) -> str:
             f"<tbody>{''.join(rows)}</tbody></table></section>")
 
 
+def check_study(study, shown: str) -> None:
+    """Raise :class:`~einnas.errors.StudyError` for a study einnas did not make (no settings)."""
+    from einnas.errors import StudyError
+
+    if not isinstance(study.user_attrs.get(CONFIG_ATTR), dict):
+        raise StudyError(f"study {study.study_name!r} in {shown}: not an einnas study (no {CONFIG_ATTR!r} settings)")
+
+
 def write_html(study, path, **options) -> Path:
     """Render the page (:func:`render_html` options) and write it to ``path`` atomically."""
     from einnas._util import write_atomic

@@ -67,6 +67,9 @@ def make_study(objectives=("accuracy",), n: int = 12, *, seed: int = 0, failed: 
             arch = HOSTILE
         acc = round(rng.uniform(0.3, 0.98), 4)
         attrs = _attrs(arch, rng, acc, origin="init" if i < 4 else "mutation")
+        if hostile and i == 0:  # the best on every objective: in the table, on the front, drawn
+            acc, kind = 0.99, "ok"
+            attrs.update(params=100, latency_ms=0.01, macs=300)
         if kind == "ok":
             values = [{"accuracy": acc, "latency": attrs["latency_ms"], "params": attrs["params"],
                        "macs": attrs["macs"]}[o] for o in objectives]
