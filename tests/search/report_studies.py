@@ -46,11 +46,11 @@ def _attrs(arch: str, rng: random.Random, acc: float, origin: str = "mutation") 
 
 def make_study(objectives=("accuracy",), n: int = 12, *, seed: int = 0, failed: int = 2, pruned: int = 1,
                running: int = 0, waiting: int = 0, hostile: bool = False, name: str = "report-test",
-               storage=None, legacy: bool = None):
+               storage=None, legacy: bool = None, archs=ARCHS):
     """A study of ``n`` completed trials plus failed, pruned, running and waiting ones.
 
     ``objectives=("accuracy",)`` and ``legacy`` (default for one objective) make today's
-    single-objective format: no ``objectives`` setting.
+    single-objective format: no ``objectives`` setting. ``archs`` are used in turn.
     """
     rng = random.Random(seed)
     objectives = list(objectives)
@@ -62,7 +62,7 @@ def make_study(objectives=("accuracy",), n: int = 12, *, seed: int = 0, failed: 
     rng.shuffle(kinds)
     kinds += ["running"] * running + ["waiting"] * waiting
     for i, kind in enumerate(kinds):
-        arch = ARCHS[i % len(ARCHS)]
+        arch = archs[i % len(archs)]
         if hostile and i == 0:
             arch = HOSTILE
         acc = round(rng.uniform(0.3, 0.98), 4)
