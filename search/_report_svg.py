@@ -3,9 +3,10 @@
 The graph is the architecture's ONNX model (built from its string with the study's
 grammar and exported, or read from a given ``best.onnx``) with constants and static
 shape plumbing folded away (``einnas.surrogate.summary.analyse_graph``, the view the
-predictor reads). Layers are networkx topological generations, top to bottom; a deep
-graph is wrapped into side-by-side columns so that the drawing stays about one
-screen high and a page wide for 10-200 nodes. Hovering a node shows its op, name and
+predictor reads). Layers are networkx topological generations, top to bottom; a layer
+wider than the page is split into rows, and a deep graph is wrapped into side-by-side
+columns, so that the drawing stays a page wide (text at its size) and about one screen
+high for 10-200 nodes. Hovering a node shows its op, name and
 output shape (SVG ``<title>``).
 """
 
@@ -127,12 +128,15 @@ def graph_svg(model) -> str:
     if dag.number_of_nodes() > MAX_NODES:
         return (f'<p class="note">{dag.number_of_nodes()} nodes: too many to draw readably '
                 f"(at most {MAX_NODES}); export it and open it in an ONNX viewer</p>")
-    layers = [sorted(layer) for layer in nx.topological_generations(dag)]
+    generations = [sorted(layer) for layer in nx.topological_generations(dag)]
     # order each layer by the mean position of its parents: fewer crossing edges
     order: dict[int, float] = {}
-    for layer in layers:
+    for layer in generations:
         layer.sort(key=lambda n: (sum(order[p] for p in dag.predecessors(n)) / max(1, dag.in_degree(n)), n))
         order.update({n: i for i, n in enumerate(layer)})
+    # a generation wider than the page is drawn as several rows (its nodes do not feed each other)
+    per_row = max(1, MAX_WIDTH // (NODE_W + GAP_X))
+    layers = [layer[i:i + per_row] for layer in generations for i in range(0, len(layer), per_row)]
     pos, width, height = _layout(layers)
     edges = []
     for a, b in dag.edges():
@@ -155,7 +159,7 @@ def graph_svg(model) -> str:
             f'style="fill:hsl({_hue(node.op)},60%,88%)"/>'
             f'<text x="{x + NODE_W / 2:.0f}" y="{y + NODE_H / 2 + 4:.0f}">{esc(label)}</text></g>')
     return (f'<p class="note">ONNX graph: {dag.number_of_nodes()} nodes, {dag.number_of_edges()} edges, '
-            f"{len(layers)} layers (constants and shape plumbing folded; hover a node for its output shape).</p>"
+            f"{len(generations)} layers (constants and shape plumbing folded; hover a node for its output shape).</p>"
             f'<div class="graph"><svg id="graph" viewBox="0 0 {width} {height}" width="{min(width, MAX_WIDTH)}" '
             f'data-nodes="{dag.number_of_nodes()}" data-edges="{dag.number_of_edges()}" role="img">'
             f'<g class="edges">{"".join(edges)}</g>{"".join(boxes)}</svg></div>')
