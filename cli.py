@@ -546,6 +546,9 @@ class Report(Command):
         parser.add_argument("--no-graph", action="store_true",
                             help="leave out the drawing of the best architecture's ONNX graph (no torch import)")
         add_grammar_options(parser)
+        for action in parser._actions:
+            if "--grammar" in action.option_strings:
+                action.help = "grammar that parses the best architecture for its drawing (default: the study's own built-in space)"
 
     def run(self, args):
         import optuna

@@ -58,6 +58,15 @@ class _OneValue:
         self.value = trial.values[index] if trial.values and index < len(trial.values) else None
 
 
+def _feasible(trial) -> bool:
+    """Within the study's constraints (Optuna's: every constraint value <= 0; none: feasible)."""
+    try:
+        values = list(trial.constraints.values())  # Optuna 5
+    except AttributeError:
+        values = list(trial.system_attrs.get("constraints") or ())  # Optuna 4
+    return all(isinstance(v, (int, float)) and v <= 0 for v in values)
+
+
 def _finite(value):
     """A JSON-safe number: NaN and infinities become None (JSON has no NaN)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -104,6 +113,7 @@ def report_data(study, *, top: int | None = None) -> dict:
     view = StudyView(records_from_trials(_OneValue(t, main) for t in trials))
     frozen = {t.number: t for t in trials}
     maximise = objectives[main]["direction"] == "maximize"
+    feasible = {t.number: _feasible(t) for t in trials}  # --max-latency / --max-params budgets
 
     history, best, best_line = [], None, []
     for r in view.records:
@@ -111,14 +121,14 @@ def report_data(study, *, top: int | None = None) -> dict:
             continue
         if r.state == "COMPLETE" and _finite(r.value) is not None:
             status, value = "ok", r.value
-            if best is None or (value > best if maximise else value < best):
-                best = value
+            if feasible[r.number] and (best is None or (value > best if maximise else value < best)):
+                best = value  # the best so far is the best within the budget
         elif r.pruned:
             status, value = "pruned", _finite(r.attrs.get(RUNG_VALUE))
         else:
             status, value = "failed", None
         history.append({"trial": r.number, "value": value, "status": status, "archid": r.archid,
-                        "reason": r.reason if status == "failed" else None})
+                        "reason": r.reason if status == "failed" else None, "feasible": feasible[r.number]})
         if best is not None:
             best_line.append([r.number, best])
 
@@ -139,11 +149,12 @@ def report_data(study, *, top: int | None = None) -> dict:
                         key=lambda p: (-p["values"][main] if maximise else p["values"][main], p["trial"]))
         top_rows = ranked[: top or TOP_FRONT]
     else:
-        top_rows = [_row(r, frozen[r.number]) for r in view.top(top or TOP_SINGLE)]
+        within = StudyView([r for r in view.records if feasible[r.number]])
+        top_rows = [_row(r, frozen[r.number]) for r in within.top(top or TOP_SINGLE)]
     counts = {
         "evaluated": view.counted, "completed": len(view.completed), "pruned": view.pruned, "failed": view.failed,
         "running": view.running, "waiting": view.waiting, "lost": sum(r.lost for r in view.records),
-        "total": len(view.records),
+        "total": len(view.records), "infeasible": sum(r.counted and not feasible[r.number] for r in view.records),
     }
     settings = study.user_attrs.get(CONFIG_ATTR) or {}
     return {
@@ -166,7 +177,7 @@ def _row(r, t) -> dict:
     return {
         "trial": r.number, "archid": r.archid, "values": [_finite(v) for v in t.values or []],
         "params": _finite(r.params), "latency_ms": _finite(a.get(LATENCY)), "macs": _finite(a.get(MACS)),
-        "origin": r.origin if isinstance(r.origin, str) else None, "arch": _arch(r.arch),
+        "origin": r.origin if isinstance(r.origin, str) else None, "arch": _arch(r.arch), "feasible": _feasible(t),
         "curve": [_finite(v) for v in curve] if isinstance(curve, list) else None,
     }
 
@@ -198,7 +209,8 @@ def render_html(study, *, grammar=None, onnx_path=None, graph: bool = True, top:
     title = f"einnas: {data['study']}"
     settings = ", ".join(f"{k} {v}" for k, v in data["settings"].items())
     summary = (f"{c['evaluated']} trials evaluated ({c['completed']} completed, {c['pruned']} pruned, "
-               f"{c['failed']} failed), {c['lost']} lost, {running} running or waiting")
+               f"{c['failed']} failed), {c['lost']} lost, {running} running or waiting"
+               + (f"; {c['infeasible']} over the budget (grey)" if c["infeasible"] else ""))
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f'<meta name="generator" content="{GENERATOR}">',

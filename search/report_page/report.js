@@ -116,7 +116,8 @@
         node = el("path", {d: "M" + (x - 4) + "," + (bottom - 4) + "l8,8m0,-8l-8,8", "class": "pt failed"}, g);
         if (p.reason) lines.push("reason: " + p.reason);
       } else {
-        node = el("circle", {cx: x, cy: ys(p.value), r: 4, "class": "pt " + p.status}, g);
+        node = el("circle", {cx: x, cy: ys(p.value), r: 4, "class": "pt " + p.status + (p.feasible ? "" : " infeasible")}, g);
+        if (!p.feasible) lines.push("over the budget (a constraint is violated)");
         lines.push(o.label + (p.status === "pruned" ? " at its rung: " : ": ") + fmt(p.value, o.name));
       }
       node.setAttribute("data-trial", p.trial);
@@ -154,11 +155,12 @@
       // dominated points first, so the front is drawn on top of them
       data.points.filter(function (p) { return !p.front; }).concat(front).forEach(function (p) {
         var node = el("circle", {cx: xs(p.values[xi]), cy: ys(p.values[yi]), r: p.front ? 5 : 3.5,
-                                 "class": "pt " + (p.front ? "front" : "dominated")}, g);
+                                 "class": "pt " + (p.front ? "front" : "dominated") + (p.feasible ? "" : " infeasible")}, g);
         node.setAttribute("data-trial", p.trial);
         node.setAttribute("data-archid", p.archid || "");
         var lines = ["trial " + p.trial + " · " + (p.archid || "?") + (p.front ? " · on the front" : "")];
         lines = lines.concat(valueLines(p));
+        if (!p.feasible) lines.push("over the budget (a constraint is violated)");
         if (p.params !== null && data.objectives.every(function (o) { return o.name !== "params"; })) lines.push("parameters: " + fmt(p.params, "params"));
         hover(node, lines, p.arch);
       });

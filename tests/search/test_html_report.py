@@ -92,6 +92,27 @@ def test_multi_objective_front_is_the_non_dominated_set():
     assert 'id="pareto-x"' in page and "3 architectures on the front" in page
 
 
+def test_a_budget_constraint_keeps_infeasible_trials_off_the_front_and_top():
+    def study_with_budget(directions, values):
+        study = optuna.create_study(directions=directions)
+        study.set_user_attr("einnas", rs.settings(None if len(directions) == 1 else ["accuracy", "latency"]))
+        for number, (vals, over) in enumerate(values):
+            arch = rs.ARCHS[number]
+            study.add_trial(optuna.trial.create_trial(
+                values=vals, system_attrs={"constraints": [over]},
+                user_attrs={"arch": arch, "archid": rs.archid_of(arch), "params": 10, "latency_ms": 1.0}))
+        return study
+
+    # trial 0 dominates everything but is over the latency budget (constraint value > 0)
+    multi = report_data(study_with_budget(["maximize", "minimize"],
+                                          [([0.99, 0.1], 3.0), ([0.8, 2.0], -1.0), ([0.7, 1.0], -1.0)]))
+    assert [p["feasible"] for p in multi["points"]] == [False, True, True]
+    assert sorted(multi["front"]) == sorted(rs.archid_of(rs.ARCHS[n]) for n in (1, 2))
+    single = report_data(study_with_budget(["maximize"], [([0.99], 3.0), ([0.8], -1.0), ([0.7], 0.0)]))
+    assert [r["trial"] for r in single["top"]] == [1, 2] and single["counts"]["infeasible"] == 1
+    assert single["history"]["best"] == [[1, 0.8], [2, 0.8]]  # the best so far within the budget
+
+
 def test_three_objectives_and_a_running_study():
     study = rs.make_study(("accuracy", "latency", "params"), n=20, running=2, waiting=1)
     page = render_html(study, graph=False)
