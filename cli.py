@@ -535,6 +535,40 @@ class Best(Command):
         return 0
 
 
+class Report(Command):
+    name = "report"
+    help = "write report.html for a study, finished or running: history, Pareto front, top architectures, best graph"
+
+    def add_arguments(self, parser):
+        _add_study_options(parser)
+        parser.add_argument("-o", "--out", "--output", dest="output", default="report.html", metavar="FILE",
+                            help="HTML file to write (default report.html; an existing einnas report is replaced "
+                                 "only with --force, any other file never)")
+        parser.add_argument("--force", action="store_true", help="replace an existing einnas report at -o")
+        parser.add_argument("--no-graph", action="store_true",
+                            help="leave out the drawing of the best architecture's ONNX graph (no torch import)")
+        add_grammar_options(parser)
+        for action in parser._actions:
+            if "--grammar" in action.option_strings:
+                action.help = "grammar that parses the best architecture for its drawing (default: the study's own built-in space)"
+
+    def run(self, args):
+        import optuna
+
+        from einnas.search import open_existing
+        from einnas.search.html_report import check_study, is_report_file, write_html
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _checks.check_output_file(args.output, "-o", force=args.force, kind="an einnas report",
+                                  is_kind=is_report_file)
+        study, shown = open_existing(args.storage, args.study_name)
+        check_study(study, shown)
+        grammar = load_grammar_from(args) if (args.grammar or args.plugin) else None
+        path = write_html(study, args.output, grammar=grammar, graph=not args.no_graph)
+        print(f"wrote {path}: study {study.study_name} ({len(study.get_trials(deepcopy=False))} trials)")
+        return 0
+
+
 # --- surrogate commands -------------------------------------------------------
 
 

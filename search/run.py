@@ -402,10 +402,15 @@ class Search:
         if view.records:
             if plot_history(view, out / "history.png", title=f"{self.study_name}: {self.dataset.name}"):
                 files["plot"] = str(out / "history.png")
-        files.update(report_json=str(out / "report.json"), report_md=str(out / "report.md"))
+        files.update(report_json=str(out / "report.json"), report_md=str(out / "report.md"),
+                     report_html=str(out / "report.html"))
         seconds = outcome.stats.seconds + (time.monotonic() - start)
         report = build_report(view, study_name=self.study_name, storage=self.storage_shown, settings=self.settings,
                               final=final, files=files, seconds=seconds, top=c.top)
         report["workers"] = outcome.workers
         write_report(report, out)
+        from einnas.search.html_report import write_html
+
+        # the page draws the best's graph from best.onnx when it is that architecture's
+        write_html(self.study, out / "report.html", grammar=self.space.grammar, onnx_path=files.get("onnx"))
         outcome.report, outcome.files = report, files

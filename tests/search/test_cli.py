@@ -56,6 +56,10 @@ def test_search_writes_onnx_report_and_plot(first_run):
     assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "report.json").read_text())["best"] == report["best"]
     assert "## Top architectures" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()  # the page to look at, its graph drawn from best.onnx
+    data = json.loads(page.split('id="einnas-data">', 1)[1].split("</script>", 1)[0])
+    assert len(data["history"]["points"]) == 6 and data["top"][0]["archid"] == report["best"]["archid"]
+    assert '<svg id="graph"' in page and report["files"]["report_html"].endswith("report.html")
     view = _view(out / "study.journal")
     assert view.counted == 6 and all(r.scored_by == "trained" for r in view.records)
     assert all(isinstance(r.attrs.get("curve"), list) for r in view.records if r.state == "COMPLETE")
