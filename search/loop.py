@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Callable
 
 from einnas.errors import ArchitectureError, PluginError
 from einnas.search.evaluators import Evaluation, Evaluator
+from einnas.search.fidelity import PARENT_CURVE
 from einnas.search.records import (
     ARCH, ARCHID, CURVE, DETAIL, ORIGIN, PARAMS, PARENT, PRUNED_REASON, REASON, RUNG, RUNG_VALUE, SCORED_BY,
     SECONDS, SURPLUS, WORKER, StudyView, TrialRecord, records_from_trials,
@@ -196,10 +197,21 @@ def _choose(study, trial, strategy: Strategy, seed: int) -> Proposal | None:
             (ORIGIN, proposal.origin), (PARENT, proposal.parent),
         ):
             trial.set_user_attr(key, value)
+        parent_curve = _curve_of(view, proposal.parent)
+        if parent_curve:  # multi-fidelity compares a mutation with its parent (einnas.search.fidelity)
+            trial.set_user_attr(PARENT_CURVE, parent_curve)
         view = StudyView.of(study)
         if not view.holders(archid, besides=trial.number):
             return proposal
     return None
+
+
+def _curve_of(view: StudyView, number: int | None) -> list | None:
+    """The recorded validation curve of trial ``number`` (``None`` if there is none)."""
+    if number is None:
+        return None
+    record = next((r for r in view.records if r.number == number), None)
+    return list(record.attrs.get(CURVE) or ()) if record is not None else None
 
 
 def _reporter(trial, reported: set[int], may_prune: bool = True):

@@ -16,6 +16,8 @@ attributes, the architecture and how it was scored:
 ``curve``        validation accuracy after each epoch
 ``seconds``      wall clock of the evaluation
 ``worker``       host and process that ran it; ``heartbeat`` its last sign of life
+``parent_curve`` multi-fidelity: the parent's ``curve``, which a mutation is compared with
+                 at each rung (``einnas.search.fidelity``)
 ``rung``         multi-fidelity: the rung (0 = the first) at which a pruned candidate
                  was stopped; ``rung_value`` its validation accuracy there
 ===============  =============================================================

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from einnas.search import RegularisedEvolution, StudyView, TrialRecord, open_storage, open_study, run_worker
-from einnas.search.fidelity import Rungs
+from einnas.search.fidelity import PARENT_CURVE, Rungs, keeps_up
 from einnas.search.records import RUNG, RUNG_VALUE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -50,7 +50,8 @@ def _replay(study) -> dict[int, bool]:
                 break
             value = t.intermediate_values[step]
             competing = sorted(seen[k] + [value], reverse=True)
-            promoted = value >= competing[max(0, len(competing) // RUNGS.eta - 1)]
+            promoted = (value >= competing[max(0, len(competing) // RUNGS.eta - 1)]
+                        or keeps_up(value, step, t.user_attrs.get(PARENT_CURVE)))
             seen[k].append(value)
             assert t.system_attrs[f"completed_rung_{k}"] == value  # the rung table is in the study
             out.setdefault(t.number, promoted)
@@ -179,3 +180,38 @@ def test_init_seeds_are_anchors_never_pruned(fake, tmp_path):
     assert len(seeds) == 6
     assert all(r.state == "COMPLETE" and len(r.attrs["curve"]) == 9 for r in seeds)
     assert any(r.pruned for r in view.records if not r.origin.startswith("seed:"))
+
+
+def test_keeps_up_with_the_parent_at_the_same_epoch():
+    parent = [0.10, 0.12, 0.45, 0.60]
+    assert keeps_up(0.09, 1, parent) and keeps_up(0.44, 3, parent) and keeps_up(0.90, 3, parent)
+    assert not keeps_up(0.40, 3, parent)  # more than the tolerance (0.02) behind
+    assert not keeps_up(0.50, 5, parent)  # the parent's curve does not reach epoch 5
+    assert not keeps_up(0.50, 1, None) and not keeps_up(0.50, 1, [])
+
+
+def _rung0(study, value, parent_curve=None):
+    trial = study.ask()
+    if parent_curve is not None:
+        trial.set_user_attr(PARENT_CURVE, parent_curve)
+    trial.report(value, 1)
+    return trial, trial.should_prune()
+
+
+def test_a_slow_starting_mutation_of_a_slow_starting_parent_is_not_stopped(tmp_path):
+    # The mnist1d case: a deep seed at chance (10%) after epoch 1 and best after 8, fast
+    # shallow nets at 30% after epoch 1. Successive halving alone stops every mutation of
+    # the seed at rung 0; compared with its parent, a mutation that learns as slowly goes on.
+    study = optuna.create_study(direction="maximize", pruner=Rungs(epochs=8).pruner(),
+                                storage=open_storage(str(tmp_path / "s.journal")))
+    for value in (0.30, 0.31, 0.32, 0.33, 0.34, 0.35):
+        trial, _ = _rung0(study, value)
+        study.tell(trial, value)
+    seed_curve = [0.10, 0.12, 0.45, 0.57, 0.63, 0.64, 0.71, 0.73]
+    child, pruned = _rung0(study, 0.10, seed_curve)
+    assert not pruned
+    assert study.get_trials(deepcopy=False)[child.number].system_attrs["completed_rung_0"] == 0.10  # rung table as before
+    _, pruned = _rung0(study, 0.05, seed_curve)  # behind its parent: stopped
+    assert pruned
+    _, pruned = _rung0(study, 0.10)  # no parent: successive halving decides
+    assert pruned
