@@ -6,6 +6,8 @@
 #   nice -n 19 bash benchmarks/build_corpus.sh runs/corpus "mnist1d digits" 20 40
 #
 # args: STORAGE_DIR  DATASETS  STEP  ROUNDS  [FAMILIES]
+# The per-trial time caps are generous so that a build starved by other work (it is meant
+# to run at nice 19 beside it) still trains its candidates to the end.
 # Export afterwards with `einnas bench export` (see benchmarks/data/corpus/README.md).
 set -u
 dir=${1:-runs/corpus}
@@ -17,8 +19,8 @@ mkdir -p "$dir"
 for round in $(seq 1 "$rounds"); do
   for ds in $datasets; do
     case $ds in
-      mnist5k|addnist5k) seconds=300 ;;
-      *) seconds=120 ;;
+      mnist5k|addnist5k) seconds=1800 ;;
+      *) seconds=900 ;;
     esac
     for fam in $families; do
       einnas bench build --grammar "$fam" --dataset "$ds" --trials $((round * step)) --seed 3 \
