@@ -56,7 +56,7 @@ class SearchConfig:
     # default_timeout() for the dataset
     timeout: float | None = None
     seed: int = 0
-    strategy: str = "re"  # re | random
+    strategy: str = "re"  # a name in einnas.search.strategies.STRATEGIES: re | random | sample | plugins
     # RE's initial population: None (the default: the seeds, scaled to the budget, where the
     # grammar can express them; they anchor the population), random, mix, or seed names / @files
     init: str | None = None
@@ -87,7 +87,7 @@ class SearchConfig:
     grammar: str | None = None
     plugins: tuple[str, ...] = ()
     surrogate: str = "none"  # none | default | PATH (einnas.search.assisted)
-    evaluator: str = "train"  # train | surrogate
+    evaluator: str = "train"  # a name in einnas.search.evaluators.EVALUATORS: train | surrogate | record | plugins
     candidates: int = assisted.DEFAULT_CANDIDATES  # proposals the predictor ranks per trained trial
     kappa: float | None = None  # rank by mean + kappa * std of the ensemble; None: assisted.DEFAULT_KAPPA
     refit_every: int | None = None  # refit on the study's trained trials every k (0: never); None: the default
@@ -108,14 +108,13 @@ class SearchConfig:
                 raise UsageError(f"--{name} must be positive, not {value}")
         if self.eta < 2:
             raise UsageError(f"--eta must be 2 or more (keep the best 1/eta at each rung), not {self.eta}")
-        if self.strategy not in ("re", "random"):
-            raise UsageError(f"--strategy {self.strategy!r}: expected re or random")
-        if self.strategy == "random" and self.init not in (None, "random"):
+        from einnas.search.evaluators import EVALUATORS
+        from einnas.search.strategies import STRATEGIES
+
+        if not STRATEGIES.get(self.strategy).takes_init and self.init not in (None, "random"):
             raise UsageError("--init seeds the population of regularised evolution; it needs --strategy re")
-        if self.evaluator not in ("train", "surrogate"):
-            raise UsageError(f"--evaluator {self.evaluator!r}: expected train or surrogate")
-        if self.evaluator == "surrogate" and self.surrogate == "none":
-            raise UsageError("--evaluator surrogate needs a predictor: --surrogate default or --surrogate PATH")
+        if EVALUATORS.get(self.evaluator).needs_predictor and self.surrogate == "none":
+            raise UsageError(f"--evaluator {self.evaluator} needs a predictor: --surrogate default or --surrogate PATH")
         if self.candidates < 1:
             raise UsageError(f"--candidates must be positive, not {self.candidates}")
         if self.refit_every is not None and self.refit_every < 0:
@@ -250,11 +249,9 @@ class Search:
         from einnas.evaluate import BUILTIN_DATASETS, TrainConfig, load_dataset
         from einnas.grammar import DEFAULT_GRAMMAR, Limits, load_grammar
         from einnas.grammar.seeds import budget_for_training
-        from einnas.search.evaluators import TrainingEvaluator
+        from einnas.search.evaluators import EVALUATORS, EvaluatorContext
         from einnas.search.space import SearchSpace
-        from einnas.search.strategies import (
-            RandomSampling, RegularisedEvolution, population_sizes, resolve_init, tournament_size,
-        )
+        from einnas.search.strategies import STRATEGIES, StrategyOptions
 
         config.check()
         self.config = config
@@ -291,13 +288,10 @@ class Search:
         # A study that exists keeps the sizes it derived from its first --trials: asking the
         # same search for more trials extends it rather than being refused as another search.
         stored = stored_settings(self.storage_spec, self.study_name) or {}
-        if config.strategy == "re":
-            expected = config.trials or expected_trials(config.timeout, seconds)
-            population = config.population or stored.get("population") or population_sizes(expected)[0]
-            tournament = config.tournament or stored.get("tournament") or tournament_size(population)
-            strategy = RegularisedEvolution(self.space, population, tournament, seeds)
-        else:
-            strategy = RandomSampling(self.space)
+        strategy = STRATEGIES.get(config.strategy).create(self.space, StrategyOptions(
+            seeds=tuple(seeds), population=config.population, tournament=config.tournament,
+            expected_trials=config.trials or expected_trials(config.timeout, seconds), stored=stored,
+        ))
         self.train_config = TrainConfig(
             epochs=config.epochs, seconds=seconds, batch_size=config.batch_size, lr=config.lr,
             max_params=limits.max_params, threads=config.threads,
@@ -305,10 +299,10 @@ class Search:
         self.rungs = Rungs(config.epochs, config.min_epochs, config.eta) if config.prune else None
         if self.rungs is not None and not self.rungs.active:
             self.rungs = None  # no rung below the full budget (e.g. --epochs 1)
-        if config.evaluator == "surrogate":
-            evaluator = assisted.make_evaluator(config.surrogate, space=self.space, dataset=self.dataset)
-        else:
-            evaluator = TrainingEvaluator(self.dataset, self.train_config, device=config.device)
+        evaluator = EVALUATORS.get(config.evaluator).create(EvaluatorContext(
+            self.space, self.dataset, self.train_config, device=config.device, surrogate=config.surrogate,
+            run={"command": " ".join(["einnas", *sys.argv[1:]])},
+        ))
         if config.surrogate != "none":
             strategy = assisted.make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed,
                                               candidates=config.candidates,
@@ -348,9 +342,9 @@ class Search:
         (``mix``), which on every built-in task beat a random start by far (mnist5k, 7 min:
         96.4% test against 88.7% in 15 min; mnist1d, 30 trials: 75.5% against 29.5% val),
         or a random start where the grammar cannot express them (another space)."""
-        from einnas.search.strategies import resolve_init
+        from einnas.search.strategies import STRATEGIES, resolve_init
 
-        if config.strategy != "re":
+        if not STRATEGIES.get(config.strategy).takes_init:
             return []
         if config.init is not None:
             return _drop_unfit_mix(config, resolve_init(config.init, self.space, budget))

@@ -131,9 +131,15 @@ class RecordingEvaluator(TrainingEvaluator):
     """Trains like the search's evaluator, and also measures test accuracy and stamps each
     trial with its training seed, device and provenance (a record needs them)."""
 
+    @classmethod
+    def create(cls, context):
+        return cls(context.dataset, context.train, device=context.device, run=context.run)
+
     def __init__(self, dataset, config, device: str = "cpu", run: dict | None = None):
         super().__init__(dataset, config, device=device)
         self.run = dict(run or {})
+
+    reports = False  # a record is trained to the full budget: no multi-fidelity stops
 
     def settings(self):
         return {**super().settings(), "test_acc": True}
@@ -179,7 +185,8 @@ class Bench:
         from einnas.search.run import _version
         from einnas.search.space import SearchSpace
         from einnas.search.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study
-        from einnas.search.strategies import SampleAndMutate
+        from einnas.search.evaluators import EVALUATORS, EvaluatorContext
+        from einnas.search.strategies import STRATEGIES
 
         config.check()
         self.config = config
@@ -188,11 +195,12 @@ class Bench:
         self.dataset = ds = load_dataset(config.dataset, view=config.view)
         limits = Limits(max_params=config.max_params, max_activations=config.max_activations)
         self.space = SearchSpace(grammar, tuple(ds.input_shape), ds.num_classes, limits)
-        self.strategy = SampleAndMutate(self.space, config.mutate_fraction, config.top_fraction)
+        self.strategy = STRATEGIES["sample"](self.space, config.mutate_fraction, config.top_fraction)
         self.train_config = TrainConfig(epochs=config.epochs, seconds=config.seconds, batch_size=config.batch_size,
                                         lr=config.lr, max_params=limits.max_params, threads=config.threads)
         self.run_info = run_info(config.command, config.threads)
-        self.evaluator = RecordingEvaluator(ds, self.train_config, device=config.device, run=self.run_info)
+        self.evaluator = EVALUATORS["record"].create(EvaluatorContext(
+            self.space, ds, self.train_config, device=config.device, run=self.run_info))
 
         builtin = Path(grammar.path) == DEFAULT_GRAMMAR
         label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name
