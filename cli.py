@@ -47,6 +47,26 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+class RegistryChoices:
+    """argparse ``choices`` read from a table of names (``einnas.search.STRATEGIES``, ...) when
+    first needed: listing them in ``--help`` or checking a value. Installed packages' entry
+    points are in the table, and ``einnas --help`` imports nothing for it."""
+
+    def __init__(self, module: str, table: str):
+        self.module, self.table = module, table
+
+    def names(self) -> list[str]:
+        import importlib
+
+        return list(getattr(importlib.import_module(self.module), self.table))
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __contains__(self, name) -> bool:
+        return name in self.names()
+
+
 def add_grammar_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grammar", metavar="FILE_OR_NAME",
                         help="grammar file, or a built-in space: einspace (default), einspace_extra, cnn, resnet, "
@@ -379,7 +399,9 @@ class Search(Command):
         parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
         parser.add_argument("--seed", type=nonnegative_int, default=0,
                             help="search seed: the same command and seed evaluate the same architectures (default 0)")
-        parser.add_argument("--strategy", choices=["re", "random"], default="re", help="regularised evolution (default) or random sampling")
+        parser.add_argument("--strategy", choices=RegistryChoices("einnas.search.strategies", "STRATEGIES"), default="re",
+                            metavar="NAME", help="re (regularised evolution, the default), random (random sampling), "
+                            "sample (mostly fresh samples, as bench build) or an installed plugin's; all: %(choices)s")
         parser.add_argument("--init", metavar="SEEDS", help="RE's initial population: the four seeds scaled to the budget (default, where the grammar can express them; as mix), random, or seed names / @files, e.g. resnet18,vit")
         parser.add_argument("--view", choices=["auto", "image", "tokens"], default="auto", help="sequences (S, D) as tokens or as Dx1xS images (default auto: image for signals of at most 4 channels, such as mnist1d)")
         parser.add_argument("--population", type=positive_int, help="RE population (default: a third of --trials, 4 to 100)")
@@ -400,7 +422,10 @@ class Search(Command):
         _add_study_options(parser, creating=True)
         parser.add_argument("-o", "--out", metavar="DIR", help="run folder for the study, ONNX, report and plot (default: runs/NAME)")
         parser.add_argument("--surrogate", default="none", metavar="default|PATH|none", help="surrogate-assisted proposals (default none)")
-        parser.add_argument("--evaluator", choices=["train", "surrogate"], default="train", help="score by training (default) or by the predictor")
+        parser.add_argument("--evaluator", choices=RegistryChoices("einnas.search.evaluators", "EVALUATORS"),
+                            default="train", metavar="NAME",
+                            help="train (the default), surrogate (the predictor's score), record (train and also "
+                                 "measure test accuracy, as bench build) or an installed plugin's; all: %(choices)s")
         parser.add_argument("--candidates", type=positive_int, metavar="N", help="with --surrogate: proposals ranked per trained candidate (default 16)")
         parser.add_argument("--kappa", type=float, help="with --surrogate: rank by predicted mean + KAPPA x ensemble std (default 1)")
         parser.add_argument("--refit-every", type=int, metavar="K", help="with --surrogate: refit a predictor on the study's trained trials every K of them (from 10) and blend it in (default 10; 0: never)")
