@@ -241,3 +241,14 @@ def test_an_option_takes_its_default_and_help_from_the_config_field():
     assert (args.size, args.rate, args.auto, args.no_check) == (12_345, 0.5, None, True)
     with pytest.raises(SystemExit):
         parser.parse_args([])  # a field without a default is a required option
+
+
+def test_help_imports_no_search_package_numpy_or_torch():
+    """`einnas --help` stays instant: the search options (read from SearchConfig) are built only
+    when `search` itself is used."""
+    code = ("import sys\nfrom einnas.cli import main\nfor argv in (['--help'], ['sample', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('einnas.search', 'numpy', 'torch', 'optuna') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
