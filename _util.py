@@ -158,3 +158,30 @@ def require(module: str):
         dist, extra, what = OPTIONAL.get(top, (top, "all", "this feature"))
         raise UsageError(f"{what} needs the {dist!r} package: pip install 'einnas[{extra}]' "
                          f"(or pip install {dist})") from None
+
+
+def option(default=None, help: str = "", *, required: bool = False, off: str = "", factory=None):
+    """A field of a config dataclass (``SearchConfig``, ``BenchConfig``) that carries its
+    command-line help, so the command line reads default and help from the one definition.
+
+    ``help`` may hold ``{default}`` (replaced by the formatted default); otherwise the
+    command line appends ``(default X)`` for a default that is not None, a bool or empty.
+    ``off`` is the help of a ``--no-NAME`` flag for a field that defaults to True.
+    """
+    import dataclasses
+
+    meta = {"help": help, "off": off}
+    if required:
+        return dataclasses.field(metadata=meta)
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def format_default(value) -> str:
+    """A default as help shows it: ``1,000,000``, ``0.04``, ``auto``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"{value:,}" if abs(value) >= 10_000 else str(value)

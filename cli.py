@@ -47,6 +47,56 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+class RegistryChoices:
+    """argparse ``choices`` read from a table of names (``einnas.search.STRATEGIES``, ...) when
+    first needed: listing them in ``--help`` or checking a value. Installed packages' entry
+    points are in the table, and ``einnas --help`` imports nothing for it."""
+
+    def __init__(self, module: str, table: str):
+        self.module, self.table = module, table
+
+    def names(self) -> list[str]:
+        import importlib
+
+        return list(getattr(importlib.import_module(self.module), self.table))
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __contains__(self, name) -> bool:
+        return name in self.names()
+
+
+def config_option(parser, config, name: str, *flags: str, **kwargs) -> None:
+    """The option of field ``name`` of the config dataclass ``config`` (``SearchConfig``,
+    ``BenchConfig``): its default and help come from the field (``einnas._util.option``), so
+    the command line and the Python API cannot drift apart. ``kwargs`` (``type``, ``metavar``,
+    ``choices``) are argparse's. A field that defaults to True becomes a ``--no-NAME`` flag."""
+    import dataclasses
+
+    from einnas._util import format_default
+
+    spec = next(f for f in dataclasses.fields(config) if f.name == name)
+    default = None if spec.default is dataclasses.MISSING else spec.default
+    text = spec.metadata.get("help", "")
+    if default is True:
+        parser.add_argument(*(flags or [f"--no-{name.replace('_', '-')}"]), action="store_true",
+                            help=(spec.metadata.get("off") or f"turn off: {text}").replace("%", "%%"))
+        return
+    if "{default}" in text:
+        text = text.replace("{default}", format_default(default))
+    elif default not in (None, False, "", ()) and "(default" not in text:
+        text += f" (default {format_default(default)})"
+    if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+        kwargs.setdefault("required", True)
+    else:
+        kwargs.setdefault("default", default)
+    text = text.replace("%", "%%")
+    if isinstance(kwargs.get("choices"), RegistryChoices):
+        text += "; all: %(choices)s"  # listed when help is shown: installed plugins included
+    parser.add_argument(*(flags or [f"--{name.replace('_', '-')}"]), help=text, **kwargs)
+
+
 def add_grammar_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grammar", metavar="FILE_OR_NAME",
                         help="grammar file, or a built-in space: einspace (default), einspace_extra, cnn, resnet, "
@@ -91,25 +141,47 @@ def load_grammar_from(args: argparse.Namespace):
     return load_grammar(args.grammar, plugins=args.plugin)
 
 
-def emit(rows: list[dict], fmt: str, columns: Sequence[str]) -> None:
-    """Print rows as an aligned table or as JSON lines-free JSON list."""
-    if fmt == "json":
-        print(json.dumps(rows, indent=2))
-        return
-    from einnas._util import format_cell
+def emit(data, fmt: str, columns: Sequence[str] = (), *, rows: list[dict] | None = None,
+         before: Sequence[str] = (), after: Sequence[str] = ()) -> None:
+    """The one printer of a command's result (``-f/--format``).
 
-    cells = [{c: format_cell(r.get(c)) for c in columns} for r in rows]
-    widths = {c: max([len(c)] + [len(r[c]) for r in cells]) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
-    for row in cells:
-        print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
+    ``json``: ``data`` as indented JSON (raw numbers). Otherwise (``table``, ``text``): the
+    ``before`` lines, then with ``columns`` an aligned table of ``rows`` (default: ``data``,
+    a list of dicts; cells through ``format_cell``, so no ``None`` or braces), then ``after``.
+    """
+    if fmt == "json":
+        print(json.dumps(data, indent=2))
+        return
+    for line in before:
+        print(line)
+    if columns:
+        from einnas._util import format_cell
+
+        cells = [{c: format_cell(r.get(c)) for c in columns} for r in (data if rows is None else rows)]
+        widths = {c: max([len(c)] + [len(r[c]) for r in cells]) for c in columns}
+        print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+        for row in cells:
+            print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
+    for line in after:
+        print(line)
+
+
+def pairs(items, width: int) -> list[str]:
+    """``key value`` lines with the keys left-aligned in ``width`` characters."""
+    return [f"{key:<{width}} {value}" for key, value in items]
 
 
 class Command:
-    """A subcommand: ``name`` on the command line, ``help`` in ``einnas --help``."""
+    """A subcommand: ``name`` on the command line, ``help`` in ``einnas --help``.
+
+    Listed in :data:`COMMANDS`. A command with ``formats`` gets ``-f/--format`` (the first
+    is the default) and prints its result through :func:`emit`.
+    """
 
     name: ClassVar[str]
     help: ClassVar[str]
+    #: Output formats of ``-f/--format``, the default first; empty: the command has no such option.
+    formats: ClassVar[tuple[str, ...]] = ()
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Called once when the parser is built."""
@@ -125,13 +197,13 @@ class Command:
 class Sample(Command):
     name = "sample"
     help = "sample architectures from the grammar"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
         parser.add_argument("-n", type=positive_int, default=10, help="number of architectures (default 10)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--input-shape", default="3,32,32", help="C,H,W (image) or S,D (tokens); default 3,32,32")
         parser.add_argument("--classes", type=positive_int, default=10)
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_limit_options(parser)
         add_grammar_options(parser)
 
@@ -153,6 +225,7 @@ class Sample(Command):
 class GrammarCheck(Command):
     name = "grammar check"
     help = "validate a grammar file; print its rules, ops, expected size and whether it is sub-critical"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
         parser.add_argument("file", nargs="?", metavar="FILE", help="grammar file (default: the built-in einspace grammar)")
@@ -162,7 +235,6 @@ class GrammarCheck(Command):
         )
         parser.add_argument("--list-spaces", action="store_true",
                             help="list the built-in search spaces (names for --grammar) and exit")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
     def run(self, args):
@@ -189,9 +261,9 @@ class GrammarCheck(Command):
             rows = op_rows(args.list_ops, report)
             emit(rows, args.format, ["op", "kind", "args", "default", "in grammar", "source", "doc"])
         elif args.format == "json":
-            print(json.dumps({**report.as_dict(), "ops": op_rows(report=report)}, indent=2))
+            emit({**report.as_dict(), "ops": op_rows(report=report)}, args.format)
         else:
-            print(format_report(report))
+            emit(None, args.format, before=[format_report(report)])
         if report.errors:
             more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
             raise GrammarError(report.errors[0] + more)
@@ -233,10 +305,10 @@ class Export(Command):
 class Describe(Command):
     name = "describe"
     help = "print the text description of an ONNX model (what the predictor reads)"
+    formats = ("text", "json")
 
     def add_arguments(self, parser):
         parser.add_argument("model", metavar="MODEL.onnx", help="ONNX file (any source)")
-        parser.add_argument("-f", "--format", choices=["text", "json"], default="text")
         parser.add_argument("--max-chars", type=positive_int, help="cut the text to this many characters (marked)")
         parser.add_argument("--max-lines", type=positive_int, help="cut the text to this many lines (marked)")
 
@@ -244,14 +316,13 @@ class Describe(Command):
         from einnas.surrogate.describe import describe
 
         result = describe(args.model, max_chars=args.max_chars, max_lines=args.max_lines)
-        if args.format == "json":
-            print(json.dumps(result.as_dict(), indent=2))
-            return 0
         s = result.summary
-        print(result.text)
-        print(f"\nparams {s.params}  macs {s.macs}  flops {s.flops}  depth {s.depth}  "
-              f"nodes {s.nodes} (+{s.folded} folded)" + ("  [text truncated]" if result.truncated else ""))
-        print("ops: " + ", ".join(f"{op} {count}" for op, count in s.op_counts.items()))
+        emit(result.as_dict(), args.format, before=[
+            result.text,
+            f"\nparams {s.params}  macs {s.macs}  flops {s.flops}  depth {s.depth}  "
+            f"nodes {s.nodes} (+{s.folded} folded)" + ("  [text truncated]" if result.truncated else ""),
+            "ops: " + ", ".join(f"{op} {count}" for op, count in s.op_counts.items()),
+        ])
         return 0
 
 
@@ -271,6 +342,7 @@ def _positive_float(text: str) -> float:
 class Train(Command):
     name = "train"
     help = "train one architecture on a dataset; print validation and test accuracy"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
         parser.add_argument("arch", metavar="ARCH", help="architecture string, @file, or seed name (e.g. resnet18)")
@@ -292,7 +364,6 @@ class Train(Command):
         parser.add_argument("--lr", type=_positive_float, default=0.04)
         parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
         parser.add_argument("--final", action="store_true", help="train on train+valid, report test accuracy only")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
     def run(self, args):
@@ -327,26 +398,22 @@ class Train(Command):
             )
         finally:
             bar.close()
-        if args.format == "json":
-            data = result.to_dict()
-            data.update(archid=arch.archid, arch=arch.string, dataset=dataset.name)
-            print(json.dumps(data, indent=2))
-        else:
-            status = "ok" if result.ok else f"failed: {result.reason}: {result.detail}"
-            pct = _pct
-            rows = [
-                ("arch", arch.archid + (f" ({args.arch.strip()})" if len(args.arch) <= 40 else "")),
-                ("dataset", dataset.describe()),
-                ("device", result.device),
-                ("params", f"{result.params:,}"),
-                ("epochs", f"{result.epochs_run}/{args.epochs}" + (" (final: train+valid)" if args.final else "")),
-                ("val_acc", pct(result.val_acc)),
-                ("test_acc", pct(result.test_acc)),
-                ("seconds", f"{result.seconds:.1f}"),
-                ("status", status),
-            ]
-            for key, value in rows:
-                print(f"{key:<9} {value}")
+        data = result.to_dict()
+        data.update(archid=arch.archid, arch=arch.string, dataset=dataset.name)
+        status = "ok" if result.ok else f"failed: {result.reason}: {result.detail}"
+        pct = _pct
+        rows = [
+            ("arch", arch.archid + (f" ({args.arch.strip()})" if len(args.arch) <= 40 else "")),
+            ("dataset", dataset.describe()),
+            ("device", result.device),
+            ("params", f"{result.params:,}"),
+            ("epochs", f"{result.epochs_run}/{args.epochs}" + (" (final: train+valid)" if args.final else "")),
+            ("val_acc", pct(result.val_acc)),
+            ("test_acc", pct(result.test_acc)),
+            ("seconds", f"{result.seconds:.1f}"),
+            ("status", status),
+        ]
+        emit(data, args.format, before=pairs(rows, 9))
         return 0 if result.ok else 1
 
 
@@ -374,42 +441,43 @@ def _pct(value) -> str:
 class Search(Command):
     name = "search"
     help = "search architectures on a dataset (regularised evolution or random sampling) in an Optuna study"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
-        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, addnist5k, or a folder / .npz")
-        parser.add_argument("--trials", type=positive_int, metavar="N", help="evaluated candidates in the study, all workers together")
-        parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
-        parser.add_argument("--seed", type=nonnegative_int, default=0,
-                            help="search seed: the same command and seed evaluate the same architectures (default 0)")
-        parser.add_argument("--strategy", choices=["re", "random"], default="re", help="regularised evolution (default) or random sampling")
-        parser.add_argument("--init", metavar="SEEDS", help="RE's initial population: the four seeds scaled to the budget (default, where the grammar can express them; as mix), random, or seed names / @files, e.g. resnet18,vit")
-        parser.add_argument("--view", choices=["auto", "image", "tokens"], default="auto", help="sequences (S, D) as tokens or as Dx1xS images (default auto: image for signals of at most 4 channels, such as mnist1d)")
-        parser.add_argument("--population", type=positive_int, help="RE population (default: a third of --trials, 4 to 100)")
-        parser.add_argument("--tournament", type=positive_int, help="RE tournament size (default: 30%% of the population, 2 to 10)")
-        parser.add_argument("--epochs", type=positive_int, help="training epochs per candidate (default 8)")
-        parser.add_argument("--seconds", type=_positive_float, help="time budget per candidate; slower ones fail with reason timeout (default: scaled to the dataset, at least 10)")
-        parser.add_argument("--no-prune", action="store_true", help="train every candidate to the full budget (default: multi-fidelity, successive halving at epochs 1, 3, ...)")
-        parser.add_argument("--eta", type=positive_int, help="multi-fidelity: keep the best 1/ETA of the candidates at each rung (default 3)")
-        parser.add_argument("--min-epochs", type=positive_int, help="multi-fidelity: epochs of the first rung (default 1)")
-        parser.add_argument("--batch-size", type=positive_int, help="(default 256)")
-        parser.add_argument("--lr", type=_positive_float, help="(default 0.04)")
-        parser.add_argument("--max-params", type=positive_int,
-                            help=f"largest candidate, parameters (default {DEFAULT_MAX_PARAMS:,}, raised to fit --init seeds)")
-        parser.add_argument("--max-activations", type=positive_int,
-                            help=f"largest candidate, activation elements per sample (default {DEFAULT_MAX_ACTIVATIONS:,})")
-        parser.add_argument("--final-epochs", type=positive_int, help="epochs of the final retrain of the best (default 4 x --epochs)")
-        parser.add_argument("--no-final", action="store_true", help="skip the final retrain and ONNX export (e.g. extra workers)")
+        from einnas.search.run import SearchConfig as C
+
+        config_option(parser, C, "dataset", metavar="D")
+        config_option(parser, C, "trials", type=positive_int, metavar="N")
+        config_option(parser, C, "timeout", type=_positive_float, metavar="T")
+        config_option(parser, C, "seed", type=nonnegative_int)
+        config_option(parser, C, "strategy", choices=RegistryChoices("einnas.search.strategies", "STRATEGIES"),
+                      metavar="NAME")
+        config_option(parser, C, "init", metavar="SEEDS")
+        config_option(parser, C, "view", choices=["auto", "image", "tokens"])
+        config_option(parser, C, "population", type=positive_int)
+        config_option(parser, C, "tournament", type=positive_int)
+        config_option(parser, C, "epochs", type=positive_int)
+        config_option(parser, C, "seconds", type=_positive_float)
+        config_option(parser, C, "prune")
+        config_option(parser, C, "eta", type=positive_int)
+        config_option(parser, C, "min_epochs", type=positive_int)
+        config_option(parser, C, "batch_size", type=positive_int)
+        config_option(parser, C, "lr", type=_positive_float)
+        config_option(parser, C, "max_params", type=positive_int)
+        config_option(parser, C, "max_activations", type=positive_int)
+        config_option(parser, C, "final_epochs", type=positive_int)
+        config_option(parser, C, "final")
         _add_study_options(parser, creating=True)
-        parser.add_argument("-o", "--out", metavar="DIR", help="run folder for the study, ONNX, report and plot (default: runs/NAME)")
-        parser.add_argument("--surrogate", default="none", metavar="default|PATH|none", help="surrogate-assisted proposals (default none)")
-        parser.add_argument("--evaluator", choices=["train", "surrogate"], default="train", help="score by training (default) or by the predictor")
-        parser.add_argument("--candidates", type=positive_int, metavar="N", help="with --surrogate: proposals ranked per trained candidate (default 16)")
-        parser.add_argument("--kappa", type=float, help="with --surrogate: rank by predicted mean + KAPPA x ensemble std (default 1)")
-        parser.add_argument("--refit-every", type=int, metavar="K", help="with --surrogate: refit a predictor on the study's trained trials every K of them (from 10) and blend it in (default 10; 0: never)")
-        parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if present)")
-        parser.add_argument("--threads", type=positive_int, help="torch CPU threads per worker while training (default 1; the final retrain uses every core)")
-        parser.add_argument("--workers", type=positive_int, metavar="N", help="worker processes on the study, one progress display (default: the cores)")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+        config_option(parser, C, "out", "-o", "--out", metavar="DIR")
+        config_option(parser, C, "surrogate", metavar="default|PATH|none")
+        config_option(parser, C, "evaluator", choices=RegistryChoices("einnas.search.evaluators", "EVALUATORS"),
+                      metavar="NAME")
+        config_option(parser, C, "candidates", type=positive_int, metavar="N")
+        config_option(parser, C, "kappa", type=float)
+        config_option(parser, C, "refit_every", type=int, metavar="K")
+        config_option(parser, C, "device")
+        config_option(parser, C, "threads", type=positive_int)
+        config_option(parser, C, "workers", type=positive_int, metavar="N")
         add_grammar_options(parser)
 
     def run(self, args):
@@ -477,6 +545,7 @@ class Search(Command):
 class Trials(Command):
     name = "trials"
     help = "list the trials of a search study"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
         _add_study_options(parser)
@@ -484,7 +553,6 @@ class Trials(Command):
                             help="row order: trial number (default) or value, best first")
         parser.add_argument("--limit", type=positive_int, metavar="K", help="show only K rows")
         parser.add_argument("--arch", action="store_true", help="add the architecture string column")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
         from einnas.search import StudyView, open_existing
@@ -494,26 +562,24 @@ class Trials(Command):
         if args.sort == "value":  # full-budget candidates first, then pruned ones by rung and accuracy there
             records.sort(key=lambda r: (r.fitness is None, tuple(-x for x in r.fitness or ()), r.number))
         records = records[: args.limit] if args.limit else records
-        if args.format == "json":
-            print(json.dumps([r.as_dict() for r in records], indent=2))
-            return 0
         rows = [dict(r.as_dict(), reason=r.reason or "",
                      value=f"({_pct(r.attrs.get('rung_value'))} at epoch {len(r.attrs.get('curve') or [])})"
                      if r.pruned else _pct(r.value)) for r in records]
-        emit(rows, "table", ["number", "status", "value", "params", "archid", "origin", "parent", "reason", "seconds"]
-             + (["arch"] if args.arch else []))
+        emit([r.as_dict() for r in records], args.format,
+             ["number", "status", "value", "params", "archid", "origin", "parent", "reason", "seconds"]
+             + (["arch"] if args.arch else []), rows=rows)
         return 0
 
 
 class Best(Command):
     name = "best"
     help = "show the best architectures of a search study"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
         _add_study_options(parser)
         parser.add_argument("-n", type=positive_int, default=1, help="how many (default 1)")
         parser.add_argument("--arch-only", action="store_true", help="print only the best architecture string")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
         from einnas.errors import StudyError
@@ -575,33 +641,30 @@ class Report(Command):
 class BenchBuild(Command):
     name = "bench build"
     help = "train sampled (and mutated) architectures into an Optuna study of records, as a search does"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
-        parser.add_argument("--dataset", required=True, metavar="D", help="digits, mnist1d, mnist5k, addnist5k or a folder")
-        parser.add_argument("--view", choices=["auto", "image", "tokens"], default="auto",
-                            help="sequences (S, D) as tokens or as Dx1xS images, as in search (default auto)")
-        parser.add_argument("--trials", "--n", type=positive_int, metavar="N",
-                            help="trained records in the study, all workers together (running again continues to N)")
-        parser.add_argument("--timeout", type=_positive_float, metavar="T", help="seconds after which this worker starts no new trial")
-        parser.add_argument("--seed", type=nonnegative_int, default=0, help="study seed; trial n's proposal derives from (seed, n)")
-        parser.add_argument("--storage", metavar="FILE_OR_URL",
-                            help="journal file, sqlite:///FILE or database URL (default: runs/NAME/study.journal)")
-        parser.add_argument("--study-name", metavar="NAME", help="(default: DATASET[-GRAMMAR]-bench-sSEED)")
+        from einnas.surrogate.bench import BenchConfig as C
+
+        config_option(parser, C, "dataset", metavar="D")
+        config_option(parser, C, "view", choices=["auto", "image", "tokens"])
+        config_option(parser, C, "trials", "--trials", "--n", type=positive_int, metavar="N")
+        config_option(parser, C, "timeout", type=_positive_float, metavar="T")
+        config_option(parser, C, "seed", type=nonnegative_int)
+        config_option(parser, C, "storage", metavar="FILE_OR_URL")
+        config_option(parser, C, "study_name", metavar="NAME")
         parser.add_argument("-o", "--out", metavar="FILE", help="same as --storage (a journal file)")
-        parser.add_argument("--epochs", type=positive_int, default=8, help="training epochs (default 8, the search budget)")
-        parser.add_argument("--seconds", type=_positive_float, default=60.0, help="time budget per trial (default 60)")
-        parser.add_argument("--batch-size", type=positive_int, default=256, help="(default 256)")
-        parser.add_argument("--lr", type=_positive_float, default=0.04, help="(default 0.04)")
-        parser.add_argument("--max-params", type=positive_int, default=DEFAULT_MAX_PARAMS,
-                            help=f"largest architecture, parameters (default {DEFAULT_MAX_PARAMS:,}, as in search)")
-        parser.add_argument("--max-activations", type=positive_int, default=1_000_000,
-                            help="largest architecture, activation elements per sample (default 1,000,000)")
-        parser.add_argument("--mutate", type=float, default=0.3, help="share of mutations of good trials (default 0.3)")
-        parser.add_argument("--top", type=float, default=0.1, help="parents come from this top share (default 0.1)")
+        config_option(parser, C, "epochs", type=positive_int)
+        config_option(parser, C, "seconds", type=_positive_float)
+        config_option(parser, C, "batch_size", type=positive_int)
+        config_option(parser, C, "lr", type=_positive_float)
+        config_option(parser, C, "max_params", type=positive_int)
+        config_option(parser, C, "max_activations", type=positive_int)
+        config_option(parser, C, "mutate_fraction", "--mutate", type=float)
+        config_option(parser, C, "top_fraction", "--top", type=float)
         parser.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
-        parser.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPUs/workers)")
-        parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if present)")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+        config_option(parser, C, "threads", type=positive_int)
+        config_option(parser, C, "device")
         add_grammar_options(parser)
 
     def run(self, args):
@@ -623,11 +686,7 @@ class BenchBuild(Command):
             grammar=args.grammar, plugins=tuple(args.plugin),
         )
         summary = build(config, workers=args.workers, quiet=args.quiet)
-        if args.format == "json":
-            print(json.dumps(summary, indent=2))
-        else:
-            for key, value in summary.items():
-                print(f"{key:<13} {value}")
+        emit(summary, args.format, before=pairs(summary.items(), 13))
         return 0
 
 
@@ -673,6 +732,7 @@ def _load_records(args, log):
 class SurrogateFit(Command):
     name = "surrogate fit"
     help = "fit the surrogate predictor on benchmark records; report held-out Kendall tau / Spearman rho"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
         parser.add_argument("records", nargs="+", metavar="RECORDS",
@@ -693,7 +753,6 @@ class SurrogateFit(Command):
         parser.add_argument("--no-proxies", action="store_true", help="no zero-cost proxy features")
         parser.add_argument("--label-key", metavar="KEY", help="metadata_props key of the accuracy in ONNX folders")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
         from einnas.surrogate.encoder import cache_dir
@@ -721,23 +780,23 @@ class SurrogateFit(Command):
                            members=args.members, seed=args.seed)
         predictor = fit(data, config, meta=meta, log=log)
         save_atomic(predictor, args.out)
-        if args.format == "json":
-            print(json.dumps({"out": args.out, "training": predictor.meta["training"],
-                              "selection": predictor.meta["selection"], "heldout": predictor.meta["heldout"]}, indent=2))
-            return 0
-        print(f"predictor  {args.out}")
-        for name, info in predictor.meta["training"].items():
-            print(f"records    {name}: train {info['train']}, val {info['val']}, held out {info['test']}")
-        print(f"selected   {predictor.meta['config_chosen']}")
-        for name, m in predictor.meta["heldout"].items():
-            print(f"held out   {name}: n {m['n']}, Kendall tau {_fmt_metric(m['kendall_tau'])}, "
-                  f"Spearman rho {_fmt_metric(m['spearman_rho'])}")
+        meta = predictor.meta
+        emit({"out": args.out, "training": meta["training"], "selection": meta["selection"],
+              "heldout": meta["heldout"]}, args.format, before=pairs(
+            [("predictor", args.out)]
+            + [("records", f"{name}: train {info['train']}, val {info['val']}, held out {info['test']}")
+               for name, info in meta["training"].items()]
+            + [("selected", meta["config_chosen"])]
+            + [("held out", f"{name}: n {m['n']}, Kendall tau {_fmt_metric(m['kendall_tau'])}, "
+                            f"Spearman rho {_fmt_metric(m['spearman_rho'])}") for name, m in meta["heldout"].items()],
+            10))
         return 0
 
 
 class SurrogateEval(Command):
     name = "surrogate eval"
     help = "Kendall tau and Spearman rho of a predictor on the held-out split of records"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
         parser.add_argument("predictor", nargs="?", default="default", metavar="DIR",
@@ -751,7 +810,6 @@ class SurrogateEval(Command):
                                  "(fair only for datasets the predictor was not fitted on)")
         parser.add_argument("--label-key", metavar="KEY")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
         from einnas.surrogate.encoder import cache_dir
@@ -771,19 +829,16 @@ class SurrogateEval(Command):
         proxies = ProxyCache(folder, seed=0) if predictor.config.use_proxies else None
         rows = evaluate_records(predictor, records, None, DescriptionCache(folder), split=args.split, log=log,
                                 proxies=proxies)
-        if args.format == "json":
-            print(json.dumps(rows, indent=2))
-            return 0
-        emit([{**r, **{k: _fmt_metric(r.get(k)) for k in ("kendall_tau", "spearman_rho", "kendall_tau_above_chance",
-                                                          "params_kendall_tau")}} for r in rows],
-             "table", ["dataset", "split", "n", "kendall_tau", "spearman_rho", "kendall_tau_above_chance",
-                       "params_kendall_tau", "note"])
+        metrics = ("kendall_tau", "spearman_rho", "kendall_tau_above_chance", "params_kendall_tau")
+        emit(rows, args.format, ["dataset", "split", "n", *metrics, "note"],
+             rows=[{**r, **{k: _fmt_metric(r.get(k)) for k in metrics}} for r in rows])
         return 0
 
 
 class Score(Command):
     name = "score"
     help = "predicted accuracy (with uncertainty) of ONNX files"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
         parser.add_argument("files", nargs="+", metavar="MODEL.onnx")
@@ -793,7 +848,6 @@ class Score(Command):
                             help="condition on this task (built-in name or folder); proxies on a batch of it")
         parser.add_argument("--no-proxies", action="store_true", help="skip zero-cost proxies (faster)")
         parser.add_argument("--threads", type=positive_int, help="torch CPU threads for the proxies")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
     def run(self, args):
         from einnas.surrogate.score import Scorer, load_predictor
@@ -812,27 +866,24 @@ class Score(Command):
         failed = [r for r in results if r.error is not None]
         for r in failed:
             print(f"einnas score: error: {r.error}", file=sys.stderr)
-        if args.format == "json":
-            print(json.dumps([r.as_dict() for r in results], indent=2))
-        else:
-            good = [r for r in results if r.error is None]
-            targets = sorted({r.target for r in good})
-            for target in targets:
-                print(f"predicted: {target}" + (f" ({sum(r.target == target for r in good)} files)"
-                                                if len(targets) > 1 else ""))
-            if good:
-                print("rank: percentile among the predictor's training records on that task (comparable across files)")
-            rows = [{"file": r.name, "predicted": _pct(r.mean), "std": f"± {100 * r.std:.1f}",
-                     "rank": "-" if r.rank is None else f"{r.rank:.0f}", "params": f"{r.params:,}",
-                     "note": r.note} for r in good]
-            if rows:
-                emit(rows, "table", ["file", "predicted", "std", "rank", "params", "note"])
+        good = [r for r in results if r.error is None]
+        targets = sorted({r.target for r in good})
+        lines = [f"predicted: {target}" + (f" ({sum(r.target == target for r in good)} files)"
+                                           if len(targets) > 1 else "") for target in targets]
+        if good:
+            lines.append("rank: percentile among the predictor's training records on that task (comparable across files)")
+        rows = [{"file": r.name, "predicted": _pct(r.mean), "std": f"± {100 * r.std:.1f}",
+                 "rank": "-" if r.rank is None else f"{r.rank:.0f}", "params": f"{r.params:,}",
+                 "note": r.note} for r in good]
+        emit([r.as_dict() for r in results], args.format,
+             ["file", "predicted", "std", "rank", "params", "note"] if rows else (), rows=rows, before=lines)
         return 2 if failed else 0
 
 
 class Proxies(Command):
     name = "proxies"
     help = "zero-cost proxies (SNIP, grad-norm, synflow, NASWOT, jacov, params, FLOPs) of ONNX files or architectures"
+    formats = ("table", "json")
 
     def add_arguments(self, parser):
         parser.add_argument("models", nargs="+", metavar="MODEL.onnx|ARCH")
@@ -842,7 +893,6 @@ class Proxies(Command):
         parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
         parser.add_argument("--seed", type=int, default=0, help="initialisation and batch seed (default 0)")
         parser.add_argument("--keep-weights", action="store_true", help="ONNX: score the file's weights, not a fresh init")
-        parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
         add_grammar_options(parser)
 
     def run(self, args):
@@ -880,27 +930,47 @@ class Proxies(Command):
                                           batch_size=args.batch_size)
                 row = {"model": model if len(model) <= 40 else model[:37] + "...", "converted": True, **values, "note": ""}
             rows.append(row)
-        if args.format == "json":
-            print(json.dumps([{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows],
-                             indent=2))
-            return 0
-        emit([{**r, **{n: f"{r[n]:.4g}" for n in PROXY_NAMES}, "converted": "yes" if r["converted"] else "no"}
-              for r in rows], "table", ["model", "converted", *PROXY_NAMES, "note"])
+        emit([{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows], args.format,
+             ["model", "converted", *PROXY_NAMES, "note"],
+             rows=[{**r, **{n: f"{r[n]:.4g}" for n in PROXY_NAMES}, "converted": "yes" if r["converted"] else "no"}
+                   for r in rows])
         return 0
 
 
-def _commands() -> list[Command]:
-    def walk(cls):
-        for sub in cls.__subclasses__():
-            if "name" in sub.__dict__:
-                yield sub
-            yield from walk(sub)
-
-    return [cls() for cls in walk(Command)]
+#: Every subcommand, in the order of ``einnas --help`` (as optuna's ``_COMMANDS``). A command
+#: class missing here is not on the command line (tests/test_cli.py checks none is left out).
+COMMANDS: tuple[type[Command], ...] = (
+    Sample, GrammarCheck, Export, Describe, Train, Search, Trials, Best, BenchBuild, BenchExport, SurrogateFit,
+    SurrogateEval, Score, Proxies, Report,
+)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: the message and a pointer to ``--help``, exit status 2."""
+    """argparse with one-line errors: the message and a pointer to ``--help``, exit status 2.
+
+    A subcommand's parser gets its arguments when first used (parsing or help), so
+    ``einnas sample`` does not build the options of every other command and a command may
+    read its defaults from modules that are slow to import (``search``: SearchConfig).
+    """
+
+    _pending = None  # (command, common-help filler) whose arguments are added on first use
+
+    def _complete(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self):
+        self._complete()
+        return super().format_help()
+
+    def format_usage(self):
+        self._complete()
+        return super().format_usage()
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -908,7 +978,6 @@ class _Parser(argparse.ArgumentParser):
 
 #: Help for options that are the same in every command (filled in where a command gave none).
 _COMMON_HELP = {
-    "--format": "output: table (default) or json; json gives raw numbers (fractions, not percentages)",
     "--seed": "random seed (default 0)",
     "--classes": "number of classes of the network's output (default 10)",
     "--batch-size": "training batch size (default 256)",
@@ -929,7 +998,22 @@ def _global_options() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_command_arguments(parser: argparse.ArgumentParser, command: Command) -> None:
+    """The command's own arguments, then ``-f/--format`` if it has formats, then common help."""
+    command.add_arguments(parser)
+    if command.formats:
+        others = " or ".join(command.formats[1:])
+        parser.add_argument("-f", "--format", choices=list(command.formats), default=command.formats[0],
+                            help=f"output: {command.formats[0]} (default) or {others}; json gives raw numbers "
+                                 "(fractions, not percentages)")
+    for action in parser._actions:
+        if action.help is None:
+            action.help = next((_COMMON_HELP[o] for o in action.option_strings if o in _COMMON_HELP), None)
+
+
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """The ``einnas`` parser. ``lazy`` (what :func:`main` uses): a subcommand's arguments are
+    added when that subcommand is parsed or asked for help; otherwise all at once."""
     from einnas._util import package_version
 
     common = _global_options()
@@ -941,7 +1025,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"einnas {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
-    for command in _commands():
+    for command in (cls() for cls in COMMANDS):
         words = command.name.split()
         target = sub
         if len(words) == 2:
@@ -951,11 +1035,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                         parser_class=_Parser)
             target = groups[words[0]]
         p = target.add_parser(words[-1], help=command.help, description=command.help, parents=[common])
-        command.add_arguments(p)
-        for action in p._actions:
-            if action.help is None:
-                action.help = next((_COMMON_HELP[o] for o in action.option_strings if o in _COMMON_HELP), None)
         p.set_defaults(_command=command)
+        p._pending = lambda parser, command=command: _add_command_arguments(parser, command)
+        if not lazy:
+            p._complete()
     return parser
 
 
@@ -971,7 +1054,7 @@ def _quiet_third_party() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
-    parser = build_parser()
+    parser = build_parser(lazy=True)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded as provenance by some commands
     args.verbose = getattr(args, "verbose", False)

@@ -70,15 +70,11 @@ def _import(plugin: str, key: str) -> None:
 
 
 def _load_entry_points() -> None:
-    from importlib.metadata import entry_points
+    from einnas._registry import entry_points, load_entry_point
 
-    for entry in entry_points(group="einnas.ops"):
+    for entry in entry_points("einnas.ops"):
         registry._CURRENT_SOURCE.append(f"entry point {entry.value}")
         try:
-            entry.load()
-        except EinnasError:
-            raise
-        except Exception as error:
-            raise PluginError(f"plugin entry point {entry.name} = {entry.value} failed: {error}") from None
+            load_entry_point(entry)
         finally:
             registry._CURRENT_SOURCE.pop()

@@ -14,6 +14,9 @@ Public names::
     Strategy (ABC: propose(view, trial_number, rng) -> Proposal), Proposal,
     RandomSampling, RegularisedEvolution, population_sizes, tournament_size, resolve_init
     Evaluator (ABC: evaluate(arch, seed) -> Evaluation), Evaluation, TrainingEvaluator
+    STRATEGIES, EVALUATORS: the tables by --strategy / --evaluator name (built-ins, then the
+    einnas.strategies / einnas.evaluators entry points); Strategy.create(space, StrategyOptions),
+    Evaluator.create(EvaluatorContext) build one as a search does
     SearchSpace(grammar, input_shape, num_classes, limits): sample / mutate / parse
     StudyView, TrialRecord: a study's trials as the search reads them
     run_worker(study, strategy, evaluator, seed=, trials=, timeout=): the worker loop
@@ -30,20 +33,20 @@ Hooks for surrogate assistance (``einnas.search.assisted``, imported only when
 strategy must keep ``.space`` and follow :class:`Strategy` (no state outside the study).
 """
 
-from einnas.search.evaluators import Evaluation, Evaluator, TrainingEvaluator
+from einnas.search.evaluators import EVALUATORS, Evaluation, Evaluator, EvaluatorContext, TrainingEvaluator
 from einnas.search.loop import WorkerStats, run_worker, training_seed, trial_rng
 from einnas.search.records import StudyView, TrialRecord, records_from_trials
 from einnas.search.run import Search, SearchConfig, SearchOutcome, default_study_name
 from einnas.search.space import SearchSpace
 from einnas.search.storage import load_study, open_existing, open_storage, open_study
 from einnas.search.strategies import (
-    STRATEGIES, Proposal, RandomSampling, RegularisedEvolution, Strategy, population_sizes, resolve_init,
-    tournament_size,
+    STRATEGIES, Proposal, RandomSampling, RegularisedEvolution, Strategy, StrategyOptions, population_sizes,
+    resolve_init, tournament_size,
 )
 
 __all__ = [
-    "STRATEGIES", "Evaluation", "Evaluator", "Proposal", "RandomSampling", "RegularisedEvolution", "Search",
-    "SearchConfig", "SearchOutcome", "SearchSpace", "Strategy", "StudyView", "TrainingEvaluator", "TrialRecord",
+    "EVALUATORS", "STRATEGIES", "Evaluation", "Evaluator", "EvaluatorContext", "Proposal", "RandomSampling", "RegularisedEvolution", "Search",
+    "SearchConfig", "SearchOutcome", "SearchSpace", "Strategy", "StrategyOptions", "StudyView", "TrainingEvaluator", "TrialRecord",
     "WorkerStats", "default_study_name", "load_study", "open_existing", "open_storage", "open_study", "population_sizes",
     "records_from_trials", "resolve_init", "run_worker", "tournament_size", "training_seed", "trial_rng",
 ]

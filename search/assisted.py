@@ -262,6 +262,15 @@ class SurrogateEvaluator(Evaluator):
     """Scores a candidate with the predictor's mean; trains nothing."""
 
     scored_by = "predicted"
+    needs_predictor = True
+
+    @classmethod
+    def create(cls, context):
+        if context.surrogate == "none":
+            from einnas.errors import UsageError
+
+            raise UsageError("--evaluator surrogate needs a predictor: --surrogate default or --surrogate PATH")
+        return make_evaluator(context.surrogate, space=context.space, dataset=context.dataset)
 
     def __init__(self, ranker: SurrogateRanker):
         self.ranker = ranker

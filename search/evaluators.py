@@ -14,11 +14,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from einnas._registry import Registry
 from einnas.errors import ArchitectureError
 
 if TYPE_CHECKING:
     from einnas.evaluate import Dataset, TrainConfig
     from einnas.grammar import Architecture
+    from einnas.search.space import SearchSpace
 
 
 @dataclass
@@ -41,17 +43,42 @@ class Evaluation:
     extra: dict = field(default_factory=dict)  # further JSON-able user attributes
 
 
+@dataclass(frozen=True)
+class EvaluatorContext:
+    """What a search (or ``bench build``) hands :meth:`Evaluator.create`; an evaluator takes
+    what it uses."""
+
+    space: "SearchSpace"
+    dataset: "Dataset"
+    train: "TrainConfig"  # the per-candidate training budget and protocol
+    device: str = "auto"
+    surrogate: str = "none"  # --surrogate: none, default or a predictor folder
+    run: dict = field(default_factory=dict)  # provenance of the worker (bench records stamp it)
+
+
 class Evaluator(ABC):
     """Scores architectures for the search loop.
 
     ``scored_by`` is written on every trial (``trained`` or ``predicted``), so a
     study says how each of its numbers was obtained.
+
+    An evaluator is listed in :data:`EVALUATORS` (built-ins) or declared by an installed
+    package as an ``einnas.evaluators`` entry point; the search builds it with
+    :meth:`create`. ``einnas.testing.EvaluatorContract`` checks one.
     """
 
     scored_by: ClassVar[str]
     #: Whether :meth:`evaluate` takes ``report`` (multi-fidelity: it reports the curve as it
     #: goes and stops when ``report`` returns True).
     reports: ClassVar[bool] = False
+    #: Whether it scores with a predictor, so a search needs ``--surrogate default|PATH``.
+    needs_predictor: ClassVar[bool] = False
+
+    @classmethod
+    def create(cls, context: EvaluatorContext) -> "Evaluator":
+        """Called once by a search (``--evaluator NAME``) to build the evaluator. The default
+        calls ``cls()``; override to take the dataset, budget or device from ``context``."""
+        return cls()
 
     def settings(self) -> dict:
         """Called once when the study is opened: what makes scores comparable (stored in
@@ -75,6 +102,10 @@ class TrainingEvaluator(Evaluator):
 
     scored_by = "trained"
     reports = True
+
+    @classmethod
+    def create(cls, context):
+        return cls(context.dataset, context.train, device=context.device)
 
     def __init__(self, dataset: "Dataset", config: "TrainConfig", device: str = "auto"):
         from einnas.evaluate import resolve_device
@@ -136,3 +167,13 @@ class TrainingEvaluator(Evaluator):
         tiny = from_arrays("warm-up", (x, y), (x, y), (x, y), num_classes=classes)
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(shape), classes))
         train(model, tiny, TrainConfig(epochs=1, batch_size=4, threads=self.config.threads), device=self.device)
+
+
+#: The evaluators by ``--evaluator`` name: these, then installed packages' ``einnas.evaluators``
+#: entry points. ``train`` trains (the search's default), ``surrogate`` predicts with the
+#: predictor, ``record`` trains and also measures test accuracy with provenance (``bench build``).
+EVALUATORS = Registry("evaluator", "einnas.evaluators", "--evaluator", "einnas.search.evaluators:Evaluator", {
+    "train": TrainingEvaluator,
+    "surrogate": "einnas.search.assisted:SurrogateEvaluator",
+    "record": "einnas.surrogate.bench:RecordingEvaluator",
+})

@@ -36,7 +36,7 @@ from einnas.errors import ArchitectureError, PluginError
 from einnas.search.evaluators import Evaluation, Evaluator
 from einnas.search.fidelity import PARENT_CURVE
 from einnas.search.records import (
-    ARCH, ARCHID, CURVE, DETAIL, ORIGIN, PARAMS, PARENT, PRUNED_REASON, REASON, RUNG, RUNG_VALUE, SCORED_BY,
+    ARCH, ARCHID, CURVE, DETAIL, IS_SEED, ORIGIN, PARAMS, PARENT, PRUNED_REASON, REASON, RUNG, RUNG_VALUE, SCORED_BY,
     SECONDS, SURPLUS, WORKER, StudyView, TrialRecord, records_from_trials,
 )
 from einnas.search.storage import (
@@ -139,7 +139,7 @@ def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval, run
         trial = study.ask()
     trial.set_user_attr(WORKER, worker_identity())
     try:
-        with Heartbeat(study, trial._trial_id, heartbeat_interval):
+        with Heartbeat(trial, heartbeat_interval):
             view = StudyView.of(study)
             if trials is not None and view.claims_before(trial.number) >= trials:
                 trial.set_user_attr(REASON, SURPLUS)
@@ -164,7 +164,7 @@ def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval, run
     except BaseException:
         # Interrupted or an einnas bug: give the slot and the architecture back.
         try:
-            release_trial(study, study._storage.get_trial(trial._trial_id))
+            release_trial(study, trial)
         except Exception:  # noqa: BLE001 - the storage failing too: heartbeats will tell the others
             pass
         raise
@@ -182,8 +182,8 @@ def _choose(study, trial, strategy: Strategy, seed: int) -> Proposal | None:
         except ArchitectureError:
             arch = None
         if arch is not None and not StudyView.of(study).holders(arch.archid, besides=trial.number):
-            origin = attrs.get(ORIGIN) or "retry"  # a retried seed stays a seed (its origin is in the study)
-            return Proposal(arch, origin, attrs.get(PARENT), seed=str(origin).startswith("seed:"))
+            # a retried seed stays a seed: the study marks it (the origin only names it for people)
+            return Proposal(arch, attrs.get(ORIGIN) or "retry", attrs.get(PARENT), seed=bool(attrs.get(IS_SEED)))
     rng = trial_rng(seed, trial.number)
     view = StudyView.of(study)
     for _ in range(MAX_PROPOSALS):
@@ -197,6 +197,8 @@ def _choose(study, trial, strategy: Strategy, seed: int) -> Proposal | None:
             (ORIGIN, proposal.origin), (PARENT, proposal.parent),
         ):
             trial.set_user_attr(key, value)
+        if proposal.seed:
+            trial.set_user_attr(IS_SEED, True)
         parent_curve = _curve_of(view, proposal.parent)
         if parent_curve:  # multi-fidelity compares a mutation with its parent (einnas.search.fidelity)
             trial.set_user_attr(PARENT_CURVE, parent_curve)

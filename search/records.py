@@ -9,6 +9,8 @@ attributes, the architecture and how it was scored:
 ``params``       parameter count (analytic, head included)
 ``origin``       ``init`` / ``seed:<name>`` / ``mutation`` / ``random`` / ``retry``
 ``parent``       trial number of the parent (mutations only)
+``is_seed``      true on an ``--init`` seed (trained to the full budget, never pruned);
+                 written only on seeds. ``origin`` names the seed for people; code reads this
 ``scored_by``    ``trained`` or ``predicted``
 ``reason``       failure code of a failed candidate (``nan_loss``, ``timeout``, ...),
                  or ``surplus`` for a trial beyond the requested count (PRUNED)
@@ -53,6 +55,7 @@ from typing import Iterable
 ARCH, ARCHID, PARAMS, ORIGIN, PARENT = "arch", "archid", "params", "origin", "parent"
 SCORED_BY, REASON, DETAIL, CURVE, SECONDS = "scored_by", "reason", "detail", "curve", "seconds"
 WORKER, HEARTBEAT = "worker", "heartbeat"
+IS_SEED = "is_seed"  # an --init seed architecture (Proposal.seed)
 SURPLUS = "surplus"
 PRUNED_REASON = "pruned"  # stopped at a multi-fidelity rung (trained briefly, counted)
 RUNG, RUNG_VALUE = "rung", "rung_value"
@@ -91,6 +94,11 @@ class TrialRecord:
         if self.state == "PRUNED":
             return self.reason == PRUNED_REASON
         return self.state == "FAIL" and bool(self.reason) and self.reason != SURPLUS and not self.retried
+
+    @property
+    def is_seed(self) -> bool:
+        """An ``--init`` seed (the population's anchor), as its proposal said."""
+        return bool(self.attrs.get(IS_SEED))
 
     @property
     def pruned(self) -> bool:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from einnas._util import option
 from einnas.errors import UsageError
 from einnas.search import assisted
 from einnas.search.fidelity import DEFAULT_ETA, DEFAULT_MIN_EPOCHS, Rungs
@@ -50,47 +51,64 @@ DEFAULT_FINAL_FACTOR = 4  # final retrain epochs = 4 x search epochs (einspace: 
 class SearchConfig:
     """Every option of a search. ``trials`` and/or ``timeout`` bound this worker's loop."""
 
-    dataset: str
-    trials: int | None = None  # evaluated candidates of the whole study (all workers)
-    # seconds after which this worker starts no new trial; with neither trials nor timeout:
-    # default_timeout() for the dataset
-    timeout: float | None = None
-    seed: int = 0
-    strategy: str = "re"  # re | random
-    # RE's initial population: None (the default: the seeds, scaled to the budget, where the
-    # grammar can express them; they anchor the population), random, mix, or seed names / @files
-    init: str | None = None
-    view: str = "auto"  # sequences as tokens or as 1xS images (einnas.evaluate.datasets.VIEWS)
-    population: int | None = None  # None: scaled to the budget (einspace: 100)
-    tournament: int | None = None  # None: scaled to the budget (einspace: 10)
-    epochs: int = DEFAULT_EPOCHS
-    seconds: float | None = None  # None: default_seconds() for the dataset and epochs
-    prune: bool = True  # multi-fidelity: successive halving over the training curve (fidelity.py)
-    eta: int = DEFAULT_ETA  # keep the best 1/eta at each rung
-    min_epochs: int = DEFAULT_MIN_EPOCHS  # the first rung
-    batch_size: int = 256  # einspace's
-    lr: float = 0.04
+    dataset: str = option(help="digits, mnist1d, mnist5k, addnist5k, or a folder / .npz", required=True)
+    trials: int | None = option(None, "evaluated candidates in the study, all workers together")
+    # with neither trials nor timeout: default_timeout() for the dataset
+    timeout: float | None = option(None, "seconds after which this worker starts no new trial")
+    seed: int = option(0, "search seed: the same command and seed evaluate the same architectures")
+    strategy: str = option("re", "re (regularised evolution), random (random sampling), sample (mostly fresh "
+                                 "samples, as bench build) or an installed plugin's (einnas.search.STRATEGIES)")
+    # None: the seeds scaled to the budget where the grammar can express them (they anchor the population)
+    init: str | None = option(None, "RE's initial population: the four seeds scaled to the budget (default, "
+                                    "where the grammar can express them; as mix), random, or seed names / @files, "
+                                    "e.g. resnet18,vit")
+    view: str = option("auto", "sequences (S, D) as tokens or as Dx1xS images (default auto: image for signals "
+                               "of at most 4 channels, such as mnist1d)")  # einnas.evaluate.datasets.VIEWS
+    population: int | None = option(None, "RE population (default: a third of --trials, 4 to 100)")  # einspace: 100
+    tournament: int | None = option(None, "RE tournament size (default: 30% of the population, 2 to 10)")
+    epochs: int = option(DEFAULT_EPOCHS, "training epochs per candidate")
+    seconds: float | None = option(None, "time budget per candidate; slower ones fail with reason timeout "
+                                         "(default: scaled to the dataset, at least "
+                                         f"{DEFAULT_SECONDS:g})")  # default_seconds()
+    prune: bool = option(True, "multi-fidelity: successive halving over the training curve (fidelity.py)",
+                         off="train every candidate to the full budget (default: multi-fidelity, successive "
+                             "halving at epochs 1, 3, ...)")
+    eta: int = option(DEFAULT_ETA, "multi-fidelity: keep the best 1/ETA of the candidates at each rung")
+    min_epochs: int = option(DEFAULT_MIN_EPOCHS, "multi-fidelity: epochs of the first rung")
+    batch_size: int = option(256, "training batch size")  # einspace's
+    lr: float = option(0.04, "peak learning rate of the cosine schedule")
     # None: the defaults above, raised to fit the --init seeds (1.25 x the largest)
-    max_params: int | None = None
-    max_activations: int | None = None
-    device: str = "auto"
+    max_params: int | None = option(None, f"largest candidate, parameters (default {DEFAULT_MAX_PARAMS:,}, "
+                                          "raised to fit --init seeds)")
+    max_activations: int | None = option(None, "largest candidate, activation elements per sample "
+                                               f"(default {DEFAULT_MAX_ACTIVATIONS:,}, raised to fit --init seeds)")
+    device: str = option("auto", "cpu, cuda, cuda:N or auto (default: cuda if present)")
     # torch CPU threads while training. One: small candidates gain nothing from intra-op
     # threads, and on a busy 2-core machine one thread made the main job 2-3x faster
     # (measured: 30 trials in 80 s instead of 268 s). Run one worker per core instead.
-    threads: int | None = 1
-    workers: int | None = None  # worker processes of this command on the study; None: the cores
+    threads: int | None = option(1, "torch CPU threads per worker while training (default {default}; the final "
+                                    "retrain uses every core)")
+    workers: int | None = option(None, "worker processes on the study, one progress display (default: the cores)")
     storage: str | None = None  # journal file path or database URL; None: <out>/study.journal
     study_name: str | None = None  # None: <dataset>-<strategy>[-<init>]-s<seed>
-    out: str | None = None  # None: runs/<study name>
-    final: bool = True  # retrain the best in final mode and export it
-    final_epochs: int | None = None  # None: DEFAULT_FINAL_FACTOR x epochs
+    out: str | None = option(None, "run folder for the study, ONNX, report and plot (default: runs/NAME)")
+    final: bool = option(True, "retrain the best in final mode and export it",
+                         off="skip the final retrain and ONNX export (e.g. extra workers)")
+    final_epochs: int | None = option(None, f"epochs of the final retrain of the best (default "
+                                            f"{DEFAULT_FINAL_FACTOR} x --epochs)")
     grammar: str | None = None
     plugins: tuple[str, ...] = ()
-    surrogate: str = "none"  # none | default | PATH (einnas.search.assisted)
-    evaluator: str = "train"  # train | surrogate
-    candidates: int = assisted.DEFAULT_CANDIDATES  # proposals the predictor ranks per trained trial
-    kappa: float | None = None  # rank by mean + kappa * std of the ensemble; None: assisted.DEFAULT_KAPPA
-    refit_every: int | None = None  # refit on the study's trained trials every k (0: never); None: the default
+    surrogate: str = option("none", "surrogate-assisted proposals: default (the shipped predictor), a predictor "
+                                    "folder, or none")  # einnas.search.assisted
+    evaluator: str = option("train", "train, surrogate (the predictor's score), record (train and also measure "
+                                     "test accuracy, as bench build) or an installed plugin's "
+                                     "(einnas.search.EVALUATORS)")
+    candidates: int = option(assisted.DEFAULT_CANDIDATES, "with --surrogate: proposals ranked per trained candidate")
+    kappa: float | None = option(None, "with --surrogate: rank by predicted mean + KAPPA x ensemble std (default "
+                                       f"{assisted.DEFAULT_KAPPA:g})")
+    refit_every: int | None = option(None, "with --surrogate: refit a predictor on the study's trained trials every "
+                                           "K of them (from 10) and blend it in (default "
+                                           f"{assisted.DEFAULT_REFIT_EVERY}; 0: never)")
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD
     top: int = 10  # rows of the results table
@@ -108,14 +126,13 @@ class SearchConfig:
                 raise UsageError(f"--{name} must be positive, not {value}")
         if self.eta < 2:
             raise UsageError(f"--eta must be 2 or more (keep the best 1/eta at each rung), not {self.eta}")
-        if self.strategy not in ("re", "random"):
-            raise UsageError(f"--strategy {self.strategy!r}: expected re or random")
-        if self.strategy == "random" and self.init not in (None, "random"):
+        from einnas.search.evaluators import EVALUATORS
+        from einnas.search.strategies import STRATEGIES
+
+        if not STRATEGIES.get(self.strategy).takes_init and self.init not in (None, "random"):
             raise UsageError("--init seeds the population of regularised evolution; it needs --strategy re")
-        if self.evaluator not in ("train", "surrogate"):
-            raise UsageError(f"--evaluator {self.evaluator!r}: expected train or surrogate")
-        if self.evaluator == "surrogate" and self.surrogate == "none":
-            raise UsageError("--evaluator surrogate needs a predictor: --surrogate default or --surrogate PATH")
+        if EVALUATORS.get(self.evaluator).needs_predictor and self.surrogate == "none":
+            raise UsageError(f"--evaluator {self.evaluator} needs a predictor: --surrogate default or --surrogate PATH")
         if self.candidates < 1:
             raise UsageError(f"--candidates must be positive, not {self.candidates}")
         if self.refit_every is not None and self.refit_every < 0:
@@ -250,11 +267,9 @@ class Search:
         from einnas.evaluate import BUILTIN_DATASETS, TrainConfig, load_dataset
         from einnas.grammar import DEFAULT_GRAMMAR, Limits, load_grammar
         from einnas.grammar.seeds import budget_for_training
-        from einnas.search.evaluators import TrainingEvaluator
+        from einnas.search.evaluators import EVALUATORS, EvaluatorContext
         from einnas.search.space import SearchSpace
-        from einnas.search.strategies import (
-            RandomSampling, RegularisedEvolution, population_sizes, resolve_init, tournament_size,
-        )
+        from einnas.search.strategies import STRATEGIES, StrategyOptions
 
         config.check()
         self.config = config
@@ -291,13 +306,10 @@ class Search:
         # A study that exists keeps the sizes it derived from its first --trials: asking the
         # same search for more trials extends it rather than being refused as another search.
         stored = stored_settings(self.storage_spec, self.study_name) or {}
-        if config.strategy == "re":
-            expected = config.trials or expected_trials(config.timeout, seconds)
-            population = config.population or stored.get("population") or population_sizes(expected)[0]
-            tournament = config.tournament or stored.get("tournament") or tournament_size(population)
-            strategy = RegularisedEvolution(self.space, population, tournament, seeds)
-        else:
-            strategy = RandomSampling(self.space)
+        strategy = STRATEGIES.get(config.strategy).create(self.space, StrategyOptions(
+            seeds=tuple(seeds), population=config.population, tournament=config.tournament,
+            expected_trials=config.trials or expected_trials(config.timeout, seconds), stored=stored,
+        ))
         self.train_config = TrainConfig(
             epochs=config.epochs, seconds=seconds, batch_size=config.batch_size, lr=config.lr,
             max_params=limits.max_params, threads=config.threads,
@@ -305,10 +317,10 @@ class Search:
         self.rungs = Rungs(config.epochs, config.min_epochs, config.eta) if config.prune else None
         if self.rungs is not None and not self.rungs.active:
             self.rungs = None  # no rung below the full budget (e.g. --epochs 1)
-        if config.evaluator == "surrogate":
-            evaluator = assisted.make_evaluator(config.surrogate, space=self.space, dataset=self.dataset)
-        else:
-            evaluator = TrainingEvaluator(self.dataset, self.train_config, device=config.device)
+        evaluator = EVALUATORS.get(config.evaluator).create(EvaluatorContext(
+            self.space, self.dataset, self.train_config, device=config.device, surrogate=config.surrogate,
+            run={"command": " ".join(["einnas", *sys.argv[1:]])},
+        ))
         if config.surrogate != "none":
             strategy = assisted.make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed,
                                               candidates=config.candidates,
@@ -348,9 +360,9 @@ class Search:
         (``mix``), which on every built-in task beat a random start by far (mnist5k, 7 min:
         96.4% test against 88.7% in 15 min; mnist1d, 30 trials: 75.5% against 29.5% val),
         or a random start where the grammar cannot express them (another space)."""
-        from einnas.search.strategies import resolve_init
+        from einnas.search.strategies import STRATEGIES, resolve_init
 
-        if config.strategy != "re":
+        if not STRATEGIES.get(config.strategy).takes_init:
             return []
         if config.init is not None:
             return _drop_unfit_mix(config, resolve_init(config.init, self.space, budget))

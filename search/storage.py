@@ -38,7 +38,7 @@ from pathlib import Path
 
 from einnas.errors import StudyError
 from einnas.search.records import (
-    ARCH, ARCHID, CONFIG_ATTR, DETAIL, FAILED_TRIAL, HEARTBEAT, ORIGIN, PARAMS, PARENT, REASON, RETRY_HISTORY,
+    ARCH, ARCHID, CONFIG_ATTR, DETAIL, FAILED_TRIAL, HEARTBEAT, IS_SEED, ORIGIN, PARAMS, PARENT, REASON, RETRY_HISTORY,
     WORKER,
 )
 
@@ -380,9 +380,9 @@ class StaleMonitor:
                 return True
         beat = trial.user_attrs.get(HEARTBEAT, str(trial.datetime_start))
         now = time.monotonic()
-        seen = self._seen.get(trial._trial_id)
+        seen = self._seen.get(trial.number)
         if seen is None or seen[0] != beat:
-            self._seen[trial._trial_id] = (beat, now)
+            self._seen[trial.number] = (beat, now)
             return False
         return now - seen[1] > self.grace_period
 
@@ -395,11 +395,9 @@ def fail_lost_trials(study, monitor: StaleMonitor) -> int:
     """
     import optuna
 
-    storage = study._storage
-    if getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # Optuna's own heartbeat (databases)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # Optuna's own heartbeat (databases; a no-op for journals)
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if monitor.is_lost(trial) and release_trial(study, trial):
@@ -408,18 +406,20 @@ def fail_lost_trials(study, monitor: StaleMonitor) -> int:
 
 
 def release_trial(study, trial) -> bool:
-    """Fail a RUNNING trial that will not finish and queue its architecture again.
+    """Fail a RUNNING trial (anything with its ``number``) that will not finish and queue its
+    architecture again.
 
-    Returns False when the trial had already finished (another worker got there first).
+    Returns False when the trial had already finished (another worker got there first):
+    ``study.tell`` refuses a finished trial (ValueError), and the storage refuses the
+    loser of two workers failing it at the same moment (``UpdateFinishedTrialError``).
     """
     import optuna
 
     try:
-        if not study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
-            return False
-    except optuna.exceptions.UpdateFinishedTrialError:
+        frozen = study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
         return False
-    retry_lost_trial(study, study._storage.get_trial(trial._trial_id))
+    retry_lost_trial(study, frozen)
     return True
 
 
@@ -445,7 +445,7 @@ def retry_lost_trial(study, trial) -> None:
     lost = sorted({t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
                    if t.user_attrs.get(ARCHID) == archid and not t.user_attrs.get(REASON)} | {trial.number})
     history = list(trial.system_attrs.get(RETRY_HISTORY, ())) + [trial.number]
-    attrs = {k: trial.user_attrs[k] for k in (ARCH, ARCHID, PARAMS, ORIGIN, PARENT) if k in trial.user_attrs}
+    attrs = {k: trial.user_attrs[k] for k in (ARCH, ARCHID, PARAMS, ORIGIN, PARENT, IS_SEED) if k in trial.user_attrs}
     if len(lost) > MAX_RETRY or len(history) > MAX_RETRY:
         study.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL,
@@ -462,28 +462,30 @@ def retry_lost_trial(study, trial) -> None:
 
 
 class Heartbeat:
-    """While entered, keeps a trial alive: a ``heartbeat`` attribute (and Optuna's own
-    heartbeat on databases) every ``interval`` seconds, from a daemon thread."""
+    """While entered, keeps a running ``trial`` (from ``study.ask()``) alive: a ``heartbeat``
+    attribute (and Optuna's own heartbeat on databases) every ``interval`` seconds, from a
+    daemon thread."""
 
-    def __init__(self, study, trial_id: int, interval: float = HEARTBEAT_INTERVAL):
-        self.storage, self.trial_id, self.interval = study._storage, trial_id, interval
+    def __init__(self, trial, interval: float = HEARTBEAT_INTERVAL):
+        self.trial, self.interval = trial, interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def beat(self) -> bool:
         import optuna
 
+        from einnas._optuna import record_heartbeat
+
         try:
-            if getattr(self.storage, "get_heartbeat_interval", lambda: None)() is not None:
-                self.storage.record_heartbeat(self.trial_id)
-            self.storage.set_trial_user_attr(self.trial_id, HEARTBEAT, time.time())
+            record_heartbeat(self.trial)
+            self.trial.set_user_attr(HEARTBEAT, time.time())
         except optuna.exceptions.UpdateFinishedTrialError:
             return False  # failed as lost by another worker; the tell will say so
         return True
 
     def __enter__(self) -> "Heartbeat":
         self.beat()
-        self._thread = threading.Thread(target=self._run, name=f"einnas-heartbeat-{self.trial_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"einnas-heartbeat-{self.trial.number}", daemon=True)
         self._thread.start()
         return self
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Sequence
 
+from einnas._registry import Registry
 from einnas.errors import ArchitectureError, UsageError
 from einnas.grammar import SEED_NAMES, Architecture, resolve_arch
 from einnas.search.records import StudyView, TrialRecord
@@ -40,18 +41,44 @@ class Proposal:
     seed: bool = False  # an --init seed: the population's anchor, trained to the full budget (never pruned)
 
 
+@dataclass(frozen=True)
+class StrategyOptions:
+    """What a search hands :meth:`Strategy.create` (``einnas search`` options and the study).
+
+    A strategy takes what it uses and ignores the rest.
+    """
+
+    seeds: tuple = ()  # (label, Architecture) of --init, fitted to the input; only for takes_init
+    population: int | None = None  # --population (None: the strategy's own sizing)
+    tournament: int | None = None  # --tournament
+    expected_trials: int | None = None  # the evaluations the search is sized for (None: unknown)
+    stored: dict = field(default_factory=dict)  # settings the study's first worker stored (empty: new study)
+
+
 class Strategy(ABC):
     """Proposes architectures for new trials; all search state is read from the study.
 
     Subclasses set ``name`` and implement :meth:`propose`. They must not keep a
     population or history in memory: two workers (or a restarted worker) holding
     equal strategy objects and equal views must propose the same thing.
+
+    A strategy is listed in :data:`STRATEGIES` (built-ins) or declared by an installed
+    package as an ``einnas.strategies`` entry point (``name = "pkg.module:Class"``); the
+    search builds it with :meth:`create`. ``einnas.testing.StrategyContract`` checks one.
     """
 
     name: ClassVar[str]
+    #: Whether ``--init`` seed architectures apply (they start the population).
+    takes_init: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace):
         self.space = space
+
+    @classmethod
+    def create(cls, space: SearchSpace, options: StrategyOptions) -> "Strategy":
+        """Called once by a search (``einnas search --strategy NAME``) to build the strategy
+        from its options. The default takes the space only; override to read ``options``."""
+        return cls(space)
 
     def settings(self) -> dict:
         """Called once when the study is opened. The settings every worker of a study must
@@ -155,6 +182,16 @@ class RegularisedEvolution(Strategy):
     """
 
     name = "re"
+    takes_init = True
+
+    @classmethod
+    def create(cls, space, options):
+        """Sizes as given, else as the study stored them (asking an existing study for more
+        trials extends it), else scaled to the expected trials (:func:`population_sizes`)."""
+        population = options.population or options.stored.get("population") or population_sizes(
+            options.expected_trials)[0]
+        tournament = options.tournament or options.stored.get("tournament") or tournament_size(population)
+        return cls(space, population, tournament, options.seeds)
 
     def __init__(
         self, space: SearchSpace, population: int = EINSPACE_POPULATION, tournament: int = EINSPACE_TOURNAMENT,
@@ -224,7 +261,10 @@ class RegularisedEvolution(Strategy):
         return arch
 
 
-STRATEGIES: dict[str, type[Strategy]] = {"re": RegularisedEvolution, "random": RandomSampling}
+#: The strategies by ``--strategy`` name: these, then installed packages' ``einnas.strategies``
+#: entry points. ``einnas search`` takes its choices from here and builds with ``create``.
+STRATEGIES = Registry("strategy", "einnas.strategies", "--strategy", "einnas.search.strategies:Strategy",
+                      {"re": RegularisedEvolution, "random": RandomSampling})
 
 
 class SampleAndMutate(Strategy):

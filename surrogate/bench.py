@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from einnas._util import option
 from einnas.errors import ArchitectureError, UsageError
 from einnas.search.evaluators import Evaluation, TrainingEvaluator
 from einnas.surrogate.records import RUN_ATTR, load_records
@@ -60,23 +61,29 @@ class BenchConfig:
     """What ``einnas bench build`` makes; every worker of one study must agree on all but
     ``trials``, ``timeout``, ``threads``, ``device`` and ``command``."""
 
-    dataset: str
-    view: str = "auto"  # sequences as tokens or as Dx1xS images, as in search (einnas.evaluate.datasets.VIEWS)
-    trials: int | None = None  # trained records of the whole study (all workers)
-    seed: int = 0
-    storage: str | None = None  # journal file or database URL; None: runs/<study name>/study.journal
-    study_name: str | None = None  # None: <dataset>[-<grammar>]-bench-s<seed>
-    epochs: int = 8  # the search budget (einspace's search epochs)
-    seconds: float | None = 60.0  # per trial; slower candidates are failed trials with reason timeout
-    batch_size: int = 256
-    lr: float = 0.04
-    max_params: int = 1_000_000  # keeps CPU training fast; the sampler enforces it analytically
-    max_activations: int = 1_000_000
-    mutate_fraction: float = 0.3  # share of trials that mutate a good trial instead of sampling
-    top_fraction: float = 0.1  # parents come from this top share of the scored trials
-    timeout: float | None = None  # seconds after which this worker starts no new trial
-    threads: int | None = None  # torch CPU threads per worker; None: CPUs / workers
-    device: str = "auto"  # as in train and search: cuda if present (each record stores the device it used)
+    dataset: str = option(help="digits, mnist1d, mnist5k, addnist5k or a folder", required=True)
+    view: str = option("auto", "sequences (S, D) as tokens or as Dx1xS images, as in search "
+                               "(default {default})")  # einnas.evaluate.datasets.VIEWS
+    trials: int | None = option(None, "trained records in the study, all workers together (running again "
+                                      "continues to N)")
+    seed: int = option(0, "study seed; trial n's proposal derives from (seed, n)")
+    storage: str | None = option(None, "journal file, sqlite:///FILE or database URL "
+                                       "(default: runs/NAME/study.journal)")
+    study_name: str | None = option(None, "(default: DATASET[-GRAMMAR]-bench-sSEED)")
+    epochs: int = option(8, "training epochs, the search budget")  # einspace's search epochs
+    # slower candidates are failed trials with reason timeout
+    seconds: float | None = option(60.0, "time budget per trial")
+    batch_size: int = option(256, "training batch size")
+    lr: float = option(0.04, "peak learning rate of the cosine schedule")
+    # keeps CPU training fast; the sampler enforces it analytically
+    max_params: int = option(1_000_000, "largest architecture, parameters (default {default}, as in search)")
+    max_activations: int = option(1_000_000, "largest architecture, activation elements per sample")
+    mutate_fraction: float = option(0.3, "share of mutations of good trials")  # instead of fresh samples
+    top_fraction: float = option(0.1, "parents come from this top share")  # of the scored trials
+    timeout: float | None = option(None, "seconds after which this worker starts no new trial")
+    threads: int | None = option(None, "torch threads per worker (default: CPUs/workers)")
+    # as in train and search: cuda if present (each record stores the device it used)
+    device: str = option("auto", "cpu, cuda, cuda:N or auto (default: cuda if present)")
     grammar: str | None = None
     plugins: tuple[str, ...] = ()
     heartbeat_interval: int | None = None  # None: the search's defaults
@@ -131,9 +138,15 @@ class RecordingEvaluator(TrainingEvaluator):
     """Trains like the search's evaluator, and also measures test accuracy and stamps each
     trial with its training seed, device and provenance (a record needs them)."""
 
+    @classmethod
+    def create(cls, context):
+        return cls(context.dataset, context.train, device=context.device, run=context.run)
+
     def __init__(self, dataset, config, device: str = "cpu", run: dict | None = None):
         super().__init__(dataset, config, device=device)
         self.run = dict(run or {})
+
+    reports = False  # a record is trained to the full budget: no multi-fidelity stops
 
     def settings(self):
         return {**super().settings(), "test_acc": True}
@@ -179,7 +192,8 @@ class Bench:
         from einnas.search.run import _version
         from einnas.search.space import SearchSpace
         from einnas.search.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR, describe_storage, open_storage, open_study
-        from einnas.search.strategies import SampleAndMutate
+        from einnas.search.evaluators import EVALUATORS, EvaluatorContext
+        from einnas.search.strategies import STRATEGIES
 
         config.check()
         self.config = config
@@ -188,11 +202,12 @@ class Bench:
         self.dataset = ds = load_dataset(config.dataset, view=config.view)
         limits = Limits(max_params=config.max_params, max_activations=config.max_activations)
         self.space = SearchSpace(grammar, tuple(ds.input_shape), ds.num_classes, limits)
-        self.strategy = SampleAndMutate(self.space, config.mutate_fraction, config.top_fraction)
+        self.strategy = STRATEGIES["sample"](self.space, config.mutate_fraction, config.top_fraction)
         self.train_config = TrainConfig(epochs=config.epochs, seconds=config.seconds, batch_size=config.batch_size,
                                         lr=config.lr, max_params=limits.max_params, threads=config.threads)
         self.run_info = run_info(config.command, config.threads)
-        self.evaluator = RecordingEvaluator(ds, self.train_config, device=config.device, run=self.run_info)
+        self.evaluator = EVALUATORS["record"].create(EvaluatorContext(
+            self.space, ds, self.train_config, device=config.device, run=self.run_info))
 
         builtin = Path(grammar.path) == DEFAULT_GRAMMAR
         label = config.dataset if config.dataset in BUILTIN_DATASETS else Path(config.dataset).name

@@ -146,3 +146,109 @@ def test_every_training_command_defaults_to_the_same_device():
     }
     devices = {name: parser.parse_args(argv).device for name, argv in commands.items()}
     assert set(devices.values()) == {"auto"}, devices
+
+
+def test_the_command_table_holds_every_command_once_and_format_is_added_once():
+    import einnas.cli as cli
+
+    defined = {cls for cls in vars(cli).values()
+               if isinstance(cls, type) and issubclass(cls, cli.Command) and "name" in cls.__dict__}
+    assert set(cli.COMMANDS) == defined and len(cli.COMMANDS) == len(defined)
+    parser = build_parser()
+    subs = parser._subparsers._group_actions[0].choices
+    for cls in cli.COMMANDS:
+        words = cls.name.split()
+        p = subs[words[0]] if len(words) == 1 else subs[words[0]]._subparsers._group_actions[0].choices[words[1]]
+        formats = [a for a in p._actions if "--format" in a.option_strings]
+        assert len(formats) == (1 if cls.formats else 0), cls.name
+        if cls.formats:
+            assert formats[0].choices == list(cls.formats) and formats[0].default == cls.formats[0]
+
+
+def test_a_command_parser_is_built_only_when_used(capsys):
+    """`einnas sample` builds no other command's options; `einnas X --help` shows X's in full."""
+    parser = build_parser(lazy=True)
+    args = parser.parse_args(["sample", "-n", "2", "-f", "json"])
+    assert args.n == 2 and args.format == "json"
+    subs = parser._subparsers._group_actions[0].choices
+    assert not [a for a in subs["search"]._actions if "--dataset" in a.option_strings]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["search", "--help"])
+    out = capsys.readouterr().out
+    assert "--dataset D" in out and "--format {table,json}" in out and "--strategy NAME" in out
+
+
+def test_emit_prints_json_or_lines_and_a_table(capsys):
+    from einnas.cli import emit
+
+    emit({"a": 0.5}, "json", ["a"], rows=[{"a": "50.0%"}], before=["head"])
+    assert capsys.readouterr().out == '{\n  "a": 0.5\n}\n'
+    emit({"a": 0.5}, "table", ["a"], rows=[{"a": "50.0%"}], before=["head"], after=["tail"])
+    assert capsys.readouterr().out == "head\na\n50.0%\ntail\n"
+    emit(None, "text", before=["only lines"])
+    assert capsys.readouterr().out == "only lines\n"
+
+
+def test_search_and_bench_build_defaults_are_the_config_dataclasses_defaults():
+    """No default written twice: what `einnas search` passes when an option is left out is
+    what SearchConfig (the Python API) uses, and the same for bench build and BenchConfig."""
+    import dataclasses
+
+    from einnas.search import SearchConfig
+    from einnas.search.run import DEFAULT_MAX_PARAMS
+    from einnas.surrogate.bench import BenchConfig
+
+    parser = build_parser()
+    search = vars(parser.parse_args(["search", "--dataset", "digits"]))
+    bench = vars(parser.parse_args(["bench", "build", "--dataset", "digits"]))
+    renamed = {"mutate_fraction": "mutate", "top_fraction": "top", "prune": "no_prune", "final": "no_final"}
+    for config, parsed in ((SearchConfig, search), (BenchConfig, bench)):
+        fields = [f for f in dataclasses.fields(config) if f.metadata.get("help")]
+        assert len(fields) >= 15
+        for f in fields:
+            dest = renamed.get(f.name, f.name)
+            expected = (not f.default) if dest.startswith("no_") else f.default
+            if f.name == "dataset":
+                continue
+            assert parsed[dest] == expected, (config.__name__, f.name)
+    assert BenchConfig("d").max_params == DEFAULT_MAX_PARAMS  # bench build's help says "as in search"
+
+
+def test_an_option_takes_its_default_and_help_from_the_config_field():
+    import argparse
+    import dataclasses
+
+    from einnas._util import option
+    from einnas.cli import config_option
+
+    @dataclasses.dataclass
+    class Config:
+        name: str = option(help="what to call it", required=True)
+        size: int = option(12_345, "how big")
+        rate: float = option(0.5, "how fast, {default} per second")
+        auto: int | None = option(None, "left to the search (default: derived)")
+        share: float = option(0.3, "a 30% share")
+        check: bool = option(True, "check things", off="skip the checks")
+
+    parser = argparse.ArgumentParser()
+    for name in ("name", "size", "rate", "auto", "share", "check"):
+        config_option(parser, Config, name)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert helps["size"] == "how big (default 12,345)" and helps["rate"] == "how fast, 0.5 per second"
+    assert helps["auto"] == "left to the search (default: derived)" and helps["no_check"] == "skip the checks"
+    assert "30%" in parser.format_help()  # a literal percent survives argparse's formatting
+    args = parser.parse_args(["--name", "x", "--no-check"])
+    assert (args.size, args.rate, args.auto, args.no_check) == (12_345, 0.5, None, True)
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # a field without a default is a required option
+
+
+def test_help_imports_no_search_package_numpy_or_torch():
+    """`einnas --help` stays instant: the search options (read from SearchConfig) are built only
+    when `search` itself is used."""
+    code = ("import sys\nfrom einnas.cli import main\nfor argv in (['--help'], ['sample', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('einnas.search', 'numpy', 'torch', 'optuna') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

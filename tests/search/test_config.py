@@ -14,7 +14,7 @@ def test_default_study_name_is_the_same_for_the_same_command():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"trials": 0}, "--trials must be positive"),
-    ({"trials": 3, "strategy": "bayes"}, "expected re or random"),
+    ({"trials": 3, "strategy": "bayes"}, "expected re, random or sample"),
     ({"trials": 3, "strategy": "random", "init": "mix"}, "needs --strategy re"),
     ({"trials": 3, "evaluator": "surrogate"}, "needs a predictor"),
     ({"trials": 3, "study_name": "a b"}, "--study-name"),

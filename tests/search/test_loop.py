@@ -206,3 +206,38 @@ def test_an_architecture_that_kills_its_worker_is_given_up_after_the_retry_cap(f
     given_up = [r for r in view.records if r.archid == killer.archid and r.counted]
     assert len(given_up) == 1 and given_up[0].reason == WORKER_DIED and given_up[0].status == "failed"
     assert "died 4 times" in given_up[0].detail
+
+
+def test_a_retried_seed_is_a_seed_by_its_mark_not_by_its_origin_text(fake, tmp_path):
+    """The ``is_seed`` attribute carries seedness through a lost worker's retry; ``origin`` is a label."""
+    import random
+
+    from einnas.search import Proposal, Strategy
+    from einnas.search.loop import _choose
+    from einnas.search.records import IS_SEED
+    from einnas.search.storage import release_trial
+
+    space = fake.make_space()
+    anchor, lookalike = space.sample(random.Random(1)), space.sample(random.Random(2))
+
+    class Anchored(Strategy):
+        name = "anchored"
+
+        def propose(self, view, trial_number, rng):
+            if anchor.archid not in view.taken:
+                return Proposal(anchor, "anchor", seed=True)  # a seed whose origin does not say "seed:"
+            return Proposal(lookalike, "seed:lookalike")  # says "seed:" but is none
+
+    strategy = Anchored(space)
+    study = _study(fake, tmp_path / "m.journal", strategy, fake.FakeEvaluator())
+    first, second = study.ask(), study.ask()
+    assert _choose(study, first, strategy, 0).seed and first.user_attrs[IS_SEED] is True
+    assert not _choose(study, second, strategy, 0).seed and IS_SEED not in second.user_attrs
+    for trial in (first, second):  # both workers die: the architectures are queued again
+        assert release_trial(study, trial)
+    assert not release_trial(study, first)  # already failed: nothing to do twice
+    again = [study.ask(), study.ask()]
+    by_arch = {t.user_attrs[ARCHID]: t for t in again}
+    assert by_arch[anchor.archid].user_attrs.get(IS_SEED) is True and by_arch[anchor.archid].user_attrs[ORIGIN] == "anchor"
+    assert _choose(study, by_arch[anchor.archid], strategy, 0).seed  # still never pruned
+    assert not _choose(study, by_arch[lookalike.archid], strategy, 0).seed
