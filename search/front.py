@@ -11,7 +11,8 @@ At the end of a multi-objective search the run folder gets:
 
 Retraining costs a final retrain per member, so at most ``limit`` members are retrained
 (``--pareto-export``, default 8): when the front is larger, members spread evenly along
-it by accuracy (both ends included); the others are listed with an empty ``onnx``. The
+it by accuracy (both ends included); the others are listed with an empty ``onnx`` (or the file an
+earlier finish of the same study wrote: the retrain is seeded, so it is the same). The
 most accurate member is the one ``best.onnx`` holds: it is copied, not retrained again.
 """
 
@@ -89,10 +90,12 @@ def export_front(view: StudyView, objectives, space, dataset, config, out: Path,
     chosen = {r.number for r in spread(front, limit)}
     folder = out / "pareto"
     for record, entry in zip(front, rows):
+        path = folder / f"{record.archid}.onnx"
         if record.number not in chosen:
+            if path.is_file():  # exported by an earlier finish: the same seeded retrain, the same weights
+                entry["onnx"] = str(Path("pareto") / path.name)
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{record.archid}.onnx"
         best = out / "best.onnx"
         if final is not None and final.ok and final.onnx and final.number == record.number and best.is_file():
             shutil.copyfile(best, path)  # best.onnx is this member, already retrained
