@@ -464,6 +464,8 @@ class Search(Command):
                   + (f" (population {s['population']}, tournament {s['tournament']}, init {s['init']})" if "population" in s else "")
                   + f"; {s.get('evaluator')}; {runner.workers} worker(s), {runner.train_config.seconds:g} s per candidate"
                   + (f", rungs at epochs {s['fidelity']['rungs']}" if s.get("fidelity") else "")
+                  + (f"; objectives {', '.join(s['objectives'])}" if s.get("objectives", ["accuracy"]) != ["accuracy"] else "")
+                  + (f", latency under {s['max_latency']:g} ms" if s.get("max_latency") is not None else "")
                   + (f"; stops after {runner.config.timeout:g} s" if runner.config.timeout else ""), file=sys.stderr)
         with SearchProgress(args.trials, quiet=args.quiet) as progress:
             outcome = runner.run(progress=progress, finish=False)
