@@ -233,7 +233,7 @@ def _tell(study, trial, evaluator: Evaluator, evaluation: Evaluation, rungs=None
     attrs.update(evaluation.extra)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    multi = evaluation.values is not None  # Optuna's report() is for single-objective studies only
+    multi = len(study.directions) > 1  # Optuna's report() is for single-objective studies only
     for step, value in enumerate(evaluation.curve, 1):
         if not multi and step not in reported and value is not None and math.isfinite(value):
             trial.report(value, step)

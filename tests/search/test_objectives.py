@@ -191,16 +191,59 @@ def test_bad_objective_options_exit_2_with_one_line(tmp_path, option, words):
     assert not (tmp_path / "r").exists()  # refused before any work
 
 
-def test_latency_budget_single_objective_keeps_to_it(tmp_path):
-    """``--objectives accuracy --max-latency``: a single-objective study whose best is feasible."""
-    einnas("search", "--dataset", "digits", "--trials", "4", "--seed", "2", "--max-latency", str(MAX_LATENCY),
-           "--no-final", "--out", "run", *FAST, cwd=tmp_path)
-    study = _study(tmp_path / "run" / "study.journal")
-    assert len(study.directions) == 1 and study.user_attrs["einnas"]["objectives"] == ["accuracy"]
+def test_latency_budget_single_objective_with_pruning(fake, tmp_path):
+    """``--objectives accuracy --max-latency``: one objective, constraints on every trial,
+    multi-fidelity still on, and the best (ours and Optuna's) within the budget."""
+    from einnas.search import open_study, run_worker
+    from einnas.search.fidelity import Rungs
+    from einnas.search.pareto import ParetoEvolution
+
+    objectives = Objectives(("accuracy",), max_latency=MAX_LATENCY / 4)
+    space = fake.make_space()
+    strategy = ParetoEvolution(space, 4, 2, objectives=objectives)
+    evaluator = ObjectiveEvaluator(fake.FidelityEvaluator(), objectives, space.input_shape, space.num_classes)
+    path = str(tmp_path / "s.journal")
+    study = open_study(open_storage(path), "s", fake.settings_for(strategy, evaluator, 0), shown=path)
+    run_worker(study, strategy, evaluator, seed=0, trials=10, rungs=Rungs(epochs=9))
+    assert len(study.directions) == 1
+    view = StudyView.of(study)
+    assert view.counted == 10 and view.pruned >= 1  # successive halving still stops candidates
     measured = [t for t in study.trials if LATENCY_MS in t.user_attrs]
-    assert len(measured) == 4 and all("latency_ms" in t.constraints for t in measured)
-    feasible = [t for t in study.trials if t.state.name == "COMPLETE" and t.user_attrs[LATENCY_MS] <= MAX_LATENCY]
-    assert feasible  # tiny candidates: most are within the budget
-    assert study.best_trial.user_attrs[LATENCY_MS] <= MAX_LATENCY
+    assert len(measured) == 10 and all("latency_ms" in t.constraints for t in measured)
+    feasible = [t for t in study.trials if t.state.name == "COMPLETE" and t.constraints["latency_ms"] <= 0]
+    infeasible = [t for t in study.trials if t.state.name == "COMPLETE" and t.constraints["latency_ms"] > 0]
+    assert feasible
     assert study.best_trial.value == max(t.value for t in feasible)
     assert StudyView.of(study).best.number == study.best_trial.number
+    assert all(r.number not in {t.number for t in infeasible} for r in view.top(10))
+
+
+class _FailsWithCurve(Evaluator):
+    """Every other candidate fails after two epochs (a timeout, say): a curve but no score."""
+
+    scored_by = "trained"
+
+    def evaluate(self, arch, seed):
+        if int(arch.archid, 16) % 2:
+            return Evaluation(False, reason="timeout", detail="fake", params=arch.info.params, curve=[0.1, 0.2])
+        return Evaluation(True, value=0.5, params=arch.info.params, curve=[0.3, 0.5])
+
+
+def test_multi_objective_failures_are_trials_and_the_search_goes_on(fake, tmp_path):
+    from einnas.search import open_study, run_worker
+    from einnas.search.pareto import ParetoEvolution
+
+    objectives = Objectives(("accuracy", "params"))
+    space = fake.make_space()
+    strategy = ParetoEvolution(space, 3, 2, objectives=objectives)
+    evaluator = ObjectiveEvaluator(_FailsWithCurve(), objectives, space.input_shape, space.num_classes)
+    path = str(tmp_path / "s.journal")
+    study = open_study(open_storage(path), "s", fake.settings_for(strategy, evaluator, 0), shown=path,
+                       directions=objectives.directions)
+    run_worker(study, strategy, evaluator, seed=0, trials=8)
+    view = StudyView.of(study)
+    assert view.counted == 8 and view.failed >= 1 and len(view.completed) >= 1
+    for t in study.trials:
+        assert t.intermediate_values == {}  # no report() in a multi-objective study
+        if t.state.name == "COMPLETE":
+            assert t.values == [0.5, float(t.user_attrs["params"])] and MACS in t.user_attrs
