@@ -19,6 +19,8 @@ Public names::
     run_worker(study, strategy, evaluator, seed=, trials=, timeout=): the worker loop
     open_storage(spec), open_study(storage, name, settings), load_study(storage, name, shown)
     trial_rng(seed, number), training_seed(seed, archid)
+    Objectives, ObjectiveEvaluator, parse_objectives: deployment (multi-objective) search (objectives.py)
+    ParetoEvolution, hypervolume, non_dominated_ranks, crowding_distances: Pareto fronts (pareto.py)
 
 Hooks for surrogate assistance (``einnas.search.assisted``, imported only when
 ``--surrogate`` is not ``none`` or ``--evaluator surrogate`` is given)::
@@ -31,6 +33,8 @@ strategy must keep ``.space`` and follow :class:`Strategy` (no state outside the
 """
 
 from einnas.search.evaluators import Evaluation, Evaluator, TrainingEvaluator
+from einnas.search.objectives import ObjectiveEvaluator, Objectives, parse_objectives
+from einnas.search.pareto import ParetoEvolution, crowding_distances, hypervolume, non_dominated_ranks
 from einnas.search.loop import WorkerStats, run_worker, training_seed, trial_rng
 from einnas.search.records import StudyView, TrialRecord, records_from_trials
 from einnas.search.run import Search, SearchConfig, SearchOutcome, default_study_name
@@ -42,8 +46,9 @@ from einnas.search.strategies import (
 )
 
 __all__ = [
-    "STRATEGIES", "Evaluation", "Evaluator", "Proposal", "RandomSampling", "RegularisedEvolution", "Search",
+    "STRATEGIES", "Evaluation", "Evaluator", "ObjectiveEvaluator", "Objectives", "ParetoEvolution", "Proposal", "RandomSampling", "RegularisedEvolution", "Search",
     "SearchConfig", "SearchOutcome", "SearchSpace", "Strategy", "StudyView", "TrainingEvaluator", "TrialRecord",
     "WorkerStats", "default_study_name", "load_study", "open_existing", "open_storage", "open_study", "population_sizes",
+    "crowding_distances", "hypervolume", "non_dominated_ranks", "parse_objectives",
     "records_from_trials", "resolve_init", "run_worker", "tournament_size", "training_seed", "trial_rng",
 ]

@@ -98,3 +98,50 @@ def test_ehvi_is_the_exact_improvement_without_uncertainty():
     # faster than the fastest member and more accurate than it: a new strip plus a wider one
     assert gain[1] == pytest.approx(0.6 * (1.0 - 0.5) + (0.6 - 0.5) * (2.0 - 1.0))
     assert gain[2] == pytest.approx((0.9 - 0.8) * (3.3 - 2.0))  # more accurate at the same latency
+
+
+def test_front_ranker_measures_candidates_and_ranks_feasible_by_ehvi(fake):
+    """The assisted strategy's multi-objective ranking: latency measured on each candidate's
+    export, candidates over --max-latency last, the rest by expected hypervolume improvement."""
+    from einnas.search.ehvi import FrontRanker
+
+    space = fake.make_space()
+    rng = random.Random(11)
+    archs = []
+    while len(archs) < 4:
+        a = space.sample(rng)
+        if a.archid not in {b.archid for b in archs}:
+            archs.append(a)
+
+    class Cache(dict):
+        def get(self, key):
+            return super().get(key)
+
+        def put(self, record):
+            self[record.key if hasattr(record, "key") else len(self)] = record
+
+    class Stub:  # the predictor's side: fixed accuracies, no uncertainty
+        cache = Cache()
+
+        def __init__(self):
+            self.space = space
+
+        def graphs(self, archs):
+            return [a.archid for a in archs]
+
+        def predict(self, graphs, predictor=None):
+            means = {a.archid: m for a, m in zip(archs, (0.9, 0.5, 0.7, 0.6))}
+            return np.array([means[g] for g in graphs]), np.zeros(len(graphs))
+
+    ranker = FrontRanker(Objectives(("accuracy", "latency")), Stub())
+    latencies = [ranker.costs(a)["latency"] for a in archs]
+    assert all(lat > 0 for lat in latencies) and len(Stub.cache) == 4  # one export: timed and described
+    budget = sorted(latencies)[2]  # the slowest candidate is over the budget
+    ranker.objectives = Objectives(("accuracy", "latency"), max_latency=budget)
+    scores = ranker.scores(archs, StudyView([]), random.Random(0), fallback=np.zeros(4))
+    slowest = int(np.argmax(latencies))
+    assert int(np.argmin(scores)) == slowest
+    ref = 1.1 * max(latencies)
+    ehvi = [m * (ref - lat) for m, lat in zip((0.9, 0.5, 0.7, 0.6), latencies)]  # empty front: one box each
+    feasible = [i for i in range(4) if i != slowest]
+    assert sorted(feasible, key=lambda i: -scores[i]) == sorted(feasible, key=lambda i: -ehvi[i])
