@@ -247,3 +247,19 @@ def test_multi_objective_failures_are_trials_and_the_search_goes_on(fake, tmp_pa
         assert t.intermediate_values == {}  # no report() in a multi-objective study
         if t.state.name == "COMPLETE":
             assert t.values == [0.5, float(t.user_attrs["params"])] and MACS in t.user_attrs
+
+
+def test_a_candidate_that_cannot_be_timed_is_a_failed_trial_with_its_reason(fake, monkeypatch):
+    import random
+
+    import einnas.evaluate.latency as latency
+
+    def broken(*args, **kwargs):
+        raise ModelError("onnxruntime cannot time the model: unsupported op")
+
+    monkeypatch.setattr(latency, "arch_latency", broken)
+    space = fake.make_space()
+    base = _Fixed()
+    e = ObjectiveEvaluator(base, Objectives(("accuracy", "latency")), space.input_shape,
+                           space.num_classes).evaluate(space.sample(random.Random(1)), 0)
+    assert not e.ok and e.reason == "latency_failed" and "unsupported op" in e.detail and e.values is None
