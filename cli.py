@@ -438,6 +438,16 @@ def _pct(value) -> str:
     return format_accuracy(value)
 
 
+def _milliseconds(text: str) -> float:
+    """``2``, ``2ms`` or ``0.5 ms``: milliseconds (other units are refused, not guessed)."""
+    import re
+
+    match = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected milliseconds, e.g. 2 or 2ms")
+    return float(match.group(1))
+
+
 class Search(Command):
     name = "search"
     help = "search architectures on a dataset (regularised evolution or random sampling) in an Optuna study"
@@ -479,6 +489,18 @@ class Search(Command):
         config_option(parser, C, "threads", type=positive_int)
         config_option(parser, C, "workers", type=positive_int, metavar="N")
         add_grammar_options(parser)
+        deploy = parser.add_argument_group("deployment (multi-objective) search")
+        deploy.add_argument("--objectives", default="accuracy", metavar="LIST",
+                            help="objectives in order, two or three of accuracy, latency, params, macs, accuracy "
+                                 "among them, e.g. accuracy,latency: a multi-objective study whose best trials "
+                                 "are the Pareto front (default accuracy)")
+        deploy.add_argument("--max-latency", type=_milliseconds, metavar="MS",
+                            help="latency budget in milliseconds (a constraint: the best and the front keep to it)")
+        deploy.add_argument("--latency-batch", type=positive_int, default=1, help="batch at which latency is timed (default 1)")
+        deploy.add_argument("--latency-threads", type=positive_int, default=1,
+                            help="onnxruntime CPU threads when timing latency (default 1)")
+        deploy.add_argument("--pareto-export", type=nonnegative_int, metavar="K",
+                            help="retrain and export at most K members of the Pareto front to pareto/ (default 8)")
 
     def run(self, args):
         import optuna
@@ -499,6 +521,8 @@ class Search(Command):
             candidates=args.candidates, kappa=args.kappa, refit_every=args.refit_every,
             device=args.device, threads=args.threads, workers=args.workers, grammar=args.grammar, plugins=tuple(args.plugin),
             final=not args.no_final, view=args.view, prune=not args.no_prune, eta=args.eta, min_epochs=args.min_epochs,
+            objectives=args.objectives, max_latency=args.max_latency, latency_batch=args.latency_batch,
+            latency_threads=args.latency_threads, pareto_export=args.pareto_export,
         )
         runner = Runner(SearchConfig(**{k: v for k, v in given.items() if v is not None}))
         if not args.out:
@@ -510,6 +534,8 @@ class Search(Command):
                   + (f" (population {s['population']}, tournament {s['tournament']}, init {s['init']})" if "population" in s else "")
                   + f"; {s.get('evaluator')}; {runner.workers} worker(s), {runner.train_config.seconds:g} s per candidate"
                   + (f", rungs at epochs {s['fidelity']['rungs']}" if s.get("fidelity") else "")
+                  + (f"; objectives {', '.join(s['objectives'])}" if s.get("objectives", ["accuracy"]) != ["accuracy"] else "")
+                  + (f", latency under {s['max_latency']:g} ms" if s.get("max_latency") is not None else "")
                   + (f"; stops after {runner.config.timeout:g} s" if runner.config.timeout else ""), file=sys.stderr)
         with SearchProgress(args.trials, quiet=args.quiet) as progress:
             outcome = runner.run(progress=progress, finish=False)
@@ -537,9 +563,21 @@ class Search(Command):
         if final:
             print(f"final: test {_pct(final['test_acc'])} after {final['epochs']} epochs on train+valid" if final["ok"]
                   else f"final: retrain failed: {final['reason']}: {final['detail']}")
+        if report.get("pareto"):
+            print(f"Pareto front ({len(report['pareto'])} members; {' vs '.join(report['settings']['objectives'])}):")
+            emit([_front_row(r) for r in report["pareto"]], "table", FRONT_COLUMNS)
         for key, path in outcome.files.items():
             print(f"{key}: {path}")
         return 0 if best else 1
+
+
+FRONT_COLUMNS = ["trial", "accuracy", "latency_ms", "params", "macs", "test_acc", "archid", "onnx"]
+
+
+def _front_row(row: dict) -> dict:
+    """A Pareto-front row for a table (accuracies as percentages)."""
+    return dict(row, accuracy=_pct(row.get("accuracy")), test_acc=_pct(row.get("test_acc")) if row.get("test_acc") is not None else "",
+                latency_ms=f"{row['latency_ms']:.3f}" if isinstance(row.get("latency_ms"), (int, float)) else "")
 
 
 class Trials(Command):
@@ -586,6 +624,8 @@ class Best(Command):
         from einnas.search import StudyView, open_existing
 
         study, shown = open_existing(args.storage, args.study_name)
+        if len(study.directions) > 1:  # a multi-objective study: its best is the Pareto front
+            return self._front(study, shown, args)
         top = StudyView.of(study).top(args.n)
         if not top:
             raise StudyError(f"study {study.study_name!r} in {shown}: no completed trial yet")
@@ -598,6 +638,28 @@ class Best(Command):
             for rank, r in enumerate(top, 1):
                 print(f"{rank}. trial {r.number}  {'predicted' if predicted else 'val'} {_pct(r.value)}  params {r.params}  archid {r.archid}  "
                       f"origin {r.origin}\n   {r.arch}")
+        return 0
+
+    @staticmethod
+    def _front(study, shown, args) -> int:
+        """The Pareto front (Optuna's ``best_trials``, constraints kept), most accurate first."""
+        from einnas.errors import StudyError
+        from einnas.search import StudyView
+        from einnas.search.front import row
+
+        numbers = {t.number for t in study.best_trials}
+        front = sorted((r for r in StudyView.of(study).records if r.number in numbers),
+                       key=lambda r: (-(r.value or 0.0), r.number))
+        if not front:
+            raise StudyError(f"study {study.study_name!r} in {shown}: no completed trial within its constraints yet")
+        if args.arch_only:
+            print(front[0].arch)
+        elif args.format == "json":
+            print(json.dumps([r.as_dict() for r in front], indent=2))
+        else:
+            names = (study.user_attrs.get("einnas") or {}).get("objectives") or []
+            print(f"Pareto front of {study.study_name}: {len(front)} trials ({' vs '.join(names)})")
+            emit([_front_row(row(r)) for r in front], "table", [c for c in FRONT_COLUMNS if c not in ("test_acc", "onnx")] + ["arch"])
         return 0
 
 

@@ -22,6 +22,8 @@ Public names::
     run_worker(study, strategy, evaluator, seed=, trials=, timeout=): the worker loop
     open_storage(spec), open_study(storage, name, settings), load_study(storage, name, shown)
     trial_rng(seed, number), training_seed(seed, archid)
+    Objectives, ObjectiveEvaluator, parse_objectives: deployment (multi-objective) search (objectives.py)
+    ParetoEvolution, hypervolume, non_dominated_ranks, crowding_distances: Pareto fronts (pareto.py)
 
 Hooks for surrogate assistance (``einnas.search.assisted``, imported only when
 ``--surrogate`` is not ``none`` or ``--evaluator surrogate`` is given)::
@@ -45,8 +47,9 @@ from einnas.search.strategies import (
 )
 
 __all__ = [
-    "EVALUATORS", "STRATEGIES", "Evaluation", "Evaluator", "EvaluatorContext", "Proposal", "RandomSampling", "RegularisedEvolution", "Search",
+    "EVALUATORS", "STRATEGIES", "Evaluation", "Evaluator", "EvaluatorContext", "ObjectiveEvaluator", "Objectives", "ParetoEvolution", "Proposal", "RandomSampling", "RegularisedEvolution", "Search",
     "SearchConfig", "SearchOutcome", "SearchSpace", "Strategy", "StrategyOptions", "StudyView", "TrainingEvaluator", "TrialRecord",
     "WorkerStats", "default_study_name", "load_study", "open_existing", "open_storage", "open_study", "population_sizes",
+    "crowding_distances", "hypervolume", "non_dominated_ranks", "parse_objectives",
     "records_from_trials", "resolve_init", "run_worker", "tournament_size", "training_seed", "trial_rng",
 ]

@@ -120,6 +120,10 @@ class AssistedStrategy(Strategy):
         self.diversity = diversity
         self._refits: dict[tuple, object] = {}  # (rows) -> predictor: a cache derived from the study
         self.study = None  # set by the search: where the latest refit is recorded (optional)
+        # set by the search (objectives.Objectives): other objectives than accuracy alone
+        # rank by expected hypervolume improvement (ehvi.py); None: by predicted accuracy
+        self.objectives = None
+        self._front_ranker = None
 
     def settings(self) -> dict:
         return {**self.base.settings(), "assisted": {
@@ -148,7 +152,16 @@ class AssistedStrategy(Strategy):
         open_ = [p for p in proposals if p.parent is None or children.get(p.parent, 0) < MAX_CHILDREN]
         proposals = open_ or proposals  # a crowded parent's children only when nothing else is left
         scores = self.scores([p.arch for p in proposals], view)
+        if self.objectives is not None and not self.objectives.default:  # a deployment search: ehvi.py
+            scores = self._front().scores([p.arch for p in proposals], view, rng, scores, refit=self._refit(view))
         return proposals[int(np.argmax(scores))]  # the first of the best on ties
+
+    def _front(self):
+        if self._front_ranker is None:
+            from einnas.search.ehvi import FrontRanker
+
+            self._front_ranker = FrontRanker(self.objectives, self.ranker)
+        return self._front_ranker
 
     def scores(self, archs: Sequence, view: StudyView) -> np.ndarray:
         """The ranking score of each architecture (higher is better): predicted mean plus

@@ -41,6 +41,10 @@ class Evaluation:
     curve: list[float] = field(default_factory=list)  # objective after each epoch, if any
     stopped: bool = False  # ended early at a multi-fidelity rung because ``report`` said so
     extra: dict = field(default_factory=dict)  # further JSON-able user attributes
+    # A multi-objective study's values in its objectives' order (``objectives.py``); None: ``value`` alone.
+    values: list[float] | None = None
+    # Optuna constraints (feasible when <= 0), set on the trial before it is told.
+    constraints: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

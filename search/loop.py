@@ -247,11 +247,15 @@ def _tell(study, trial, evaluator: Evaluator, evaluation: Evaluation, rungs=None
     attrs.update(evaluation.extra)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+    multi = len(study.directions) > 1  # Optuna's report() is for single-objective studies only
     for step, value in enumerate(evaluation.curve, 1):
-        if step not in reported and value is not None and math.isfinite(value):
+        if not multi and step not in reported and value is not None and math.isfinite(value):
             trial.report(value, step)
+    for key, value in evaluation.constraints.items():  # before tell: Optuna reads them at the end
+        if value is not None and math.isfinite(value):
+            trial.set_constraint(key, value)
     if pruned:
         return study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
     if ok:
-        return study.tell(trial, evaluation.value, skip_if_finished=True)
+        return study.tell(trial, list(evaluation.values) if multi else evaluation.value, skip_if_finished=True)
     return study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)

@@ -22,7 +22,29 @@ attributes, the architecture and how it was scored:
                  at each rung (``einnas.search.fidelity``)
 ``rung``         multi-fidelity: the rung (0 = the first) at which a pruned candidate
                  was stopped; ``rung_value`` its validation accuracy there
+``latency_ms``   inference latency of the candidate's ONNX export in milliseconds
+                 (float; ``einnas.evaluate.latency``), when measured: with a
+                 ``latency`` objective or ``--max-latency``
+``latency_settings``  how it was measured: ``{"batch", "threads", "repeats",
+                 "warmup", "provider"}``; ``latency_seconds`` the measurement's
+                 wall clock (export included)
+``macs``         multiply-accumulates per sample (int, analytic), in every study
+                 with objectives other than the default
+``accuracy``     validation accuracy, also written on multi-objective trials (whose
+                 Optuna ``value`` does not exist; their ``values`` follow the
+                 objectives' order)
 ===============  =============================================================
+
+The study's user attribute ``einnas`` (:data:`CONFIG_ATTR`, the search settings)
+holds ``objectives``: the objective names in value order, e.g. ``["accuracy",
+"latency"]`` (absent in studies made before objectives existed: ``["accuracy"]``).
+``accuracy`` is maximised; ``latency`` (ms), ``params`` and ``macs`` are minimised.
+A multi-objective COMPLETE trial has ``values`` in that order; pruned
+(multi-fidelity) trials have no values. ``max_latency`` (ms or null) is a constraint
+in Optuna's sense: each measured trial has the constraint ``latency_ms`` =
+latency - max_latency (system attribute ``constraints:latency_ms``), feasible when
+<= 0, which ``study.best_trials`` / ``best_trial`` respect. ``latency`` holds the
+latency settings (null when latency is not measured).
 
 How a trial counts towards ``--trials N``:
 
@@ -48,7 +70,7 @@ others at every lower rung it shared with them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable
 
@@ -59,6 +81,8 @@ IS_SEED = "is_seed"  # an --init seed architecture (Proposal.seed)
 SURPLUS = "surplus"
 PRUNED_REASON = "pruned"  # stopped at a multi-fidelity rung (trained briefly, counted)
 RUNG, RUNG_VALUE = "rung", "rung_value"
+LATENCY_MS, LATENCY_SETTINGS, LATENCY_SECONDS = "latency_ms", "latency_settings", "latency_seconds"
+MACS, ACCURACY = "macs", "accuracy"
 FULL_LEVEL = 1_000  # the fitness level of a candidate trained to the full budget
 #: Study user attribute holding the search settings every worker must share.
 CONFIG_ATTR = "einnas"
@@ -85,6 +109,17 @@ class TrialRecord:
     retried: bool  # a lost trial whose architecture went to a new trial
     retry_of: int | None  # the trial this one retries
     attrs: dict
+    values: tuple | None = None  # a COMPLETE trial's Optuna values (objectives' order)
+    constraints: dict = field(default_factory=dict)  # Optuna constraints (feasible when all <= 0)
+
+    @property
+    def violation(self) -> float:
+        """How far the trial is outside its constraints (0 when feasible)."""
+        return float(sum(max(0.0, c) for c in self.constraints.values()))
+
+    @property
+    def feasible(self) -> bool:
+        return self.violation == 0
 
     @property
     def counted(self) -> bool:
@@ -152,6 +187,8 @@ class TrialRecord:
             "scored_by": self.scored_by, "reason": self.reason, "detail": self.detail,
             "seconds": self.seconds, "retry_of": self.retry_of, "arch": self.arch,
             "curve": self.attrs.get(CURVE), "rung": self.attrs.get(RUNG), "rung_value": self.attrs.get(RUNG_VALUE),
+            "values": list(self.values) if self.values is not None else None,
+            "latency_ms": self.attrs.get(LATENCY_MS), "macs": self.attrs.get(MACS), "feasible": self.feasible,
         }
 
 
@@ -163,14 +200,26 @@ def records_from_trials(trials: Iterable) -> list[TrialRecord]:
     for t in trials:
         a = t.user_attrs
         history = t.system_attrs.get(RETRY_HISTORY) or ()
+        values = tuple(t.values) if t.state.name == "COMPLETE" and t.values is not None else None
+        # a multi-objective trial's accuracy is its ``accuracy`` attribute (values follow the objectives)
+        value = (values[0] if len(values) == 1 else a.get(ACCURACY)) if values else None
         out.append(TrialRecord(
-            number=t.number, state=t.state.name, value=t.value if t.state.name == "COMPLETE" else None,
+            number=t.number, state=t.state.name, value=value,
             arch=a.get(ARCH), archid=a.get(ARCHID), params=a.get(PARAMS), origin=a.get(ORIGIN),
             parent=a.get(PARENT), scored_by=a.get(SCORED_BY), reason=a.get(REASON),
             detail=a.get(DETAIL) or "", seconds=a.get(SECONDS), retried=t.number in retried,
             retry_of=history[-1] if history else None, attrs=dict(a),
+            values=values, constraints=_constraints(t),
         ))
     return out
+
+
+def _constraints(trial) -> dict:
+    # FrozenTrial.constraints (Optuna 5) reads system attributes ``constraints`` / ``constraints:<key>``
+    try:
+        return dict(trial.constraints)
+    except AttributeError:
+        return {}
 
 
 class StudyView:
@@ -239,13 +288,16 @@ class StudyView:
 
     @cached_property
     def best(self) -> TrialRecord | None:
-        """The completed trial with the highest score (the lowest number on ties)."""
+        """The completed trial with the highest score (the lowest number on ties) among
+        those within their constraints (all, without constraints)."""
         best = None
         for r in self.completed:
+            if not r.feasible:
+                continue
             if best is None or r.value > best.value:
                 best = r
         return best
 
     def top(self, k: int) -> list[TrialRecord]:
         """The ``k`` best completed trials, best first (lower number first on ties)."""
-        return sorted(self.completed, key=lambda r: (-r.value, r.number))[:k]
+        return sorted((r for r in self.completed if r.feasible), key=lambda r: (-r.value, r.number))[:k]

@@ -220,6 +220,16 @@ def report_markdown(report: dict) -> str:
         for row in report["top"]:
             lines.append(f"| {row['rank']} | {row['trial']} | {_pct(row['val_acc'])} | {row['params']} | "
                          f"`{row['archid']}` | {row['origin']} |")
+    if report.get("pareto"):  # a multi-objective search (search/front.py)
+        lines += ["", f"## Pareto front ({' vs '.join(s.get('objectives') or [])})", "",
+                  "| trial | val acc | latency ms | params | MACs | test acc | archid | onnx |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+        for row in report["pareto"]:
+            latency = f"{row['latency_ms']:.3f}" if isinstance(row.get("latency_ms"), (int, float)) else ""
+            test = _pct(row["test_acc"]) if row.get("test_acc") is not None else ""
+            lines.append(f"| {row['trial']} | {_pct(row['accuracy'])} | {latency} | {row['params']} | "
+                         f"{row['macs'] if row.get('macs') is not None else ''} | {test} | `{row['archid']}` | "
+                         f"{row['onnx'] or ''} |")
     if report["files"]:
         lines += ["", "## Files", ""] + [f"- {k}: `{v}`" for k, v in report["files"].items() if v]
     return "\n".join(lines) + "\n"

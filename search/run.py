@@ -45,6 +45,7 @@ MAX_AUTO_SECONDS = 600.0
 DEFAULT_MAX_PARAMS = 1_000_000  # sampled and mutated candidates stay below this
 DEFAULT_MAX_ACTIVATIONS = 250_000  # elements per sample; at batch 256 that is ~256 MB of float32
 DEFAULT_FINAL_FACTOR = 4  # final retrain epochs = 4 x search epochs (einspace: 8x, at a GPU's pace)
+DEFAULT_PARETO_EXPORT = 8  # front members retrained in final mode and exported (the rest listed in pareto.csv)
 
 
 @dataclass
@@ -112,6 +113,14 @@ class SearchConfig:
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD
     top: int = 10  # rows of the results table
+    # Deployment search (einnas.search.objectives): objective names in value order; a
+    # latency budget in ms (an Optuna constraint); how latency is measured; how many
+    # Pareto-front members the final step retrains and exports (pareto/<archid>.onnx).
+    objectives: str | tuple = "accuracy"
+    max_latency: float | None = None
+    latency_batch: int = 1
+    latency_threads: int = 1
+    pareto_export: int = DEFAULT_PARETO_EXPORT
 
     def check(self) -> None:
         """Raise :class:`UsageError` for values out of range or inconsistent."""
@@ -143,8 +152,22 @@ class SearchConfig:
                                          or self.refit_every is not None):
             raise UsageError("--candidates, --kappa and --refit-every tune surrogate-assisted proposals: "
                              "give --surrogate default or --surrogate PATH")
+        for name in ("latency_batch", "latency_threads"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
+        if self.pareto_export < 0:
+            raise UsageError(f"--pareto-export must be 0 or positive, not {self.pareto_export}")
+        self.objective_spec()  # unknown, repeated or too many objectives; --max-latency <= 0
         if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.study_name):
             raise UsageError(f"--study-name {self.study_name!r}: use letters, digits, '.', '_' and '-' only")
+
+    def objective_spec(self):
+        """The :class:`~einnas.search.objectives.Objectives` of these options (raises UsageError)."""
+        from einnas.evaluate.latency import LatencySettings
+        from einnas.search.objectives import Objectives, parse_objectives
+
+        return Objectives(parse_objectives(self.objectives), self.max_latency,
+                          LatencySettings(batch=self.latency_batch, threads=self.latency_threads))
 
 
 def default_study_name(config: SearchConfig, dataset_label: str) -> str:
@@ -155,6 +178,11 @@ def default_study_name(config: SearchConfig, dataset_label: str) -> str:
                             else config.init).strip("+"))
     if config.surrogate != "none" or config.evaluator != "train":
         parts.append(f"{config.evaluator}-assisted")
+    objectives = config.objective_spec()
+    if objectives.names != ("accuracy",):
+        parts.append("+".join(objectives.names))
+    if objectives.max_latency is not None:
+        parts.append(f"max{objectives.max_latency:g}ms")
     return "-".join(parts) + f"-s{config.seed}"
 
 
@@ -268,6 +296,7 @@ class Search:
         from einnas.grammar import DEFAULT_GRAMMAR, Limits, load_grammar
         from einnas.grammar.seeds import budget_for_training
         from einnas.search.evaluators import EVALUATORS, EvaluatorContext
+        from einnas.search.objectives import ObjectiveEvaluator
         from einnas.search.space import SearchSpace
         from einnas.search.strategies import STRATEGIES, StrategyOptions
 
@@ -306,9 +335,11 @@ class Search:
         # A study that exists keeps the sizes it derived from its first --trials: asking the
         # same search for more trials extends it rather than being refused as another search.
         stored = stored_settings(self.storage_spec, self.study_name) or {}
+        self.objectives = objectives = config.objective_spec()
         strategy = STRATEGIES.get(config.strategy).create(self.space, StrategyOptions(
             seeds=tuple(seeds), population=config.population, tournament=config.tournament,
             expected_trials=config.trials or expected_trials(config.timeout, seconds), stored=stored,
+            objectives=objectives,
         ))
         self.train_config = TrainConfig(
             epochs=config.epochs, seconds=seconds, batch_size=config.batch_size, lr=config.lr,
@@ -317,16 +348,23 @@ class Search:
         self.rungs = Rungs(config.epochs, config.min_epochs, config.eta) if config.prune else None
         if self.rungs is not None and not self.rungs.active:
             self.rungs = None  # no rung below the full budget (e.g. --epochs 1)
+        if objectives.multi:
+            # Optuna's pruners and Trial.report are single-objective: a multi-objective study
+            # trains every candidate to the full budget (its Pareto front compares like with like).
+            self.rungs = None
         evaluator = EVALUATORS.get(config.evaluator).create(EvaluatorContext(
             self.space, self.dataset, self.train_config, device=config.device, surrogate=config.surrogate,
             run={"command": " ".join(["einnas", *sys.argv[1:]])},
         ))
+        if not objectives.default:
+            evaluator = ObjectiveEvaluator(evaluator, objectives, self.dataset.input_shape, self.dataset.num_classes)
         if config.surrogate != "none":
             strategy = assisted.make_strategy(strategy, config.surrogate, space=self.space, seed=config.seed,
                                               candidates=config.candidates,
                                               kappa=assisted.DEFAULT_KAPPA if config.kappa is None else config.kappa,
                                               refit_every=assisted.DEFAULT_REFIT_EVERY if config.refit_every is None
                                               else config.refit_every)
+            strategy.objectives = objectives  # multi-objective: rank by expected hypervolume improvement
         self.strategy, self.evaluator = strategy, evaluator
 
         grammar_path = (
@@ -339,13 +377,15 @@ class Search:
             **strategy.settings(), **evaluator.settings(), "surrogate": config.surrogate,
             "fidelity": self.rungs.settings() if self.rungs is not None and evaluator.reports else None,
             "version": _version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **objectives.settings(),
         }
         if evaluator.reports:
             check_budget(self.dataset, self.train_config, evaluator.device)
         storage = open_storage(
             self.storage_spec, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
         )
-        self.study = open_study(storage, self.study_name, self.settings, seed=config.seed, shown=self.storage_shown)
+        self.study = open_study(storage, self.study_name, self.settings, seed=config.seed, shown=self.storage_shown,
+                                directions=objectives.directions if objectives.multi else None)
         self.settings = dict(self.study.user_attrs.get("einnas", self.settings))
         if hasattr(strategy, "study"):
             strategy.study = self.study  # the assisted strategy notes its refits on the study
@@ -411,6 +451,18 @@ class Search:
                                  onnx_path=out / "best.onnx", metadata={"study": self.study_name})
             if final is not None and final.onnx:
                 files["onnx"] = str(out / "best.onnx")
+        if self.objectives.multi and view.completed:
+            from einnas.search.front import export_front
+
+            config = replace(self.train_config, epochs=c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs,
+                             seconds=None, max_params=None, threads=max(c.threads or 1, free_cores()))
+            rows = export_front(view, self.objectives, self.space, self.dataset, config, out,
+                                seed=c.seed, device=c.device, limit=c.pareto_export if c.final else 0,
+                                final=final, metadata={"study": self.study_name})
+            files["pareto_csv"] = str(out / "pareto.csv")
+            if any(row["onnx"] for row in rows):
+                files["pareto"] = str(out / "pareto")
+            self.front_rows = rows
         if view.records:
             if plot_history(view, out / "history.png", title=f"{self.study_name}: {self.dataset.name}"):
                 files["plot"] = str(out / "history.png")
@@ -420,6 +472,8 @@ class Search:
         report = build_report(view, study_name=self.study_name, storage=self.storage_shown, settings=self.settings,
                               final=final, files=files, seconds=seconds, top=c.top)
         report["workers"] = outcome.workers
+        if getattr(self, "front_rows", None) is not None:
+            report["pareto"] = self.front_rows  # the front: one row per member (pareto.csv)
         write_report(report, out)
         from einnas.search.html_report import write_html
 

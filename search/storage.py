@@ -49,6 +49,8 @@ MAX_RETRY = 3  # an architecture whose worker dies this often is given up
 RUNS_DIR = Path("runs")  # default run folders: runs/<study name>/study.journal
 #: Settings recorded in the study but not required to match between workers.
 INFO_KEYS = ("grammar_path", "plugins", "version", "created", "dataset_source")
+#: The value of a setting in a study made before that setting was recorded.
+SETTING_DEFAULTS = {"objectives": ["accuracy"], "max_latency": None, "latency": None}
 
 
 def is_url(spec: str) -> bool:
@@ -247,12 +249,15 @@ def _plain(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
 
-def open_study(storage, name: str, settings: dict, *, seed: int = 0, shown: str = ""):
+def open_study(storage, name: str, settings: dict, *, seed: int = 0, shown: str = "",
+               directions: list[str] | None = None):
     """Create the study ``name`` or join it, checking it was made for the same search.
 
     ``settings`` (grammar sha256, dataset, input shape, strategy, seed, ...) is
     stored in the study's ``einnas`` user attribute by the first worker; a worker
     whose settings differ (other than :data:`INFO_KEYS`) gets a :class:`StudyError`.
+    ``directions`` (a multi-objective search, ``objectives.py``): the Optuna directions;
+    default one maximised objective.
     """
     import optuna
     import sqlalchemy.exc
@@ -262,7 +267,7 @@ def open_study(storage, name: str, settings: dict, *, seed: int = 0, shown: str 
     for attempt in range(12):
         try:
             study = optuna.create_study(
-                storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                storage=storage, study_name=name, directions=list(directions or ["maximize"]), load_if_exists=True,
                 sampler=optuna.samplers.RandomSampler(seed),
             )
             break
@@ -272,8 +277,13 @@ def open_study(storage, name: str, settings: dict, *, seed: int = 0, shown: str 
             time.sleep(0.1 * (attempt + 1) + 0.2 * jitter.random())
     else:
         raise StudyError(f"study {name!r} in {shown}: cannot be created ({_first_line(last)})")
-    if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+    wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
+              for d in (directions or ["maximize"])]
+    if study.directions != wanted and not directions:
         raise StudyError(f"study {name!r} in {shown}: not an einnas search study (its objective is not maximised)")
+    if study.directions != wanted:
+        raise StudyError(f"study {name!r} in {shown} was made for other objectives ({len(study.directions)} "
+                         f"direction(s)); use the same --objectives or another --study-name")
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         if study.get_trials(deepcopy=False):
@@ -287,6 +297,7 @@ def open_study(storage, name: str, settings: dict, *, seed: int = 0, shown: str 
 def check_settings(stored: dict, settings: dict, name: str, shown: str) -> None:
     """Raise :class:`StudyError` naming each setting that differs from the stored one."""
     keys = sorted((set(stored) | set(settings)) - set(INFO_KEYS))
+    stored = {**SETTING_DEFAULTS, **stored}  # studies made before a setting existed had its default
     diffs = [k for k in keys if stored.get(k) != settings.get(k)]
     if diffs:
         parts = "; ".join(f"{k}: study {stored.get(k)!r}, this search {settings.get(k)!r}" for k in diffs)

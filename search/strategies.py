@@ -53,6 +53,7 @@ class StrategyOptions:
     tournament: int | None = None  # --tournament
     expected_trials: int | None = None  # the evaluations the search is sized for (None: unknown)
     stored: dict = field(default_factory=dict)  # settings the study's first worker stored (empty: new study)
+    objectives: object = None  # einnas.search.objectives.Objectives of --objectives (None: accuracy alone)
 
 
 class Strategy(ABC):
@@ -191,6 +192,11 @@ class RegularisedEvolution(Strategy):
         population = options.population or options.stored.get("population") or population_sizes(
             options.expected_trials)[0]
         tournament = options.tournament or options.stored.get("tournament") or tournament_size(population)
+        objectives = options.objectives
+        if cls is RegularisedEvolution and objectives is not None and not objectives.default:
+            from einnas.search.pareto import ParetoEvolution  # NSGA-II selection over the objectives
+
+            return ParetoEvolution(space, population, tournament, options.seeds, objectives=objectives)
         return cls(space, population, tournament, options.seeds)
 
     def __init__(
