@@ -45,6 +45,8 @@ class Interpreter:
     have defaults that suit a backend which visits every design once per branch.
     """
 
+    __slots__ = ()  # the sampler's backend keeps its per-draw totals in slots
+
     #: Whether a design shared by equal branches is visited once (standing for all of
     #: them) rather than once per branch.
     share = True
