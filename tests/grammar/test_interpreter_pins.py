@@ -1,12 +1,12 @@
-"""Pins of sampling, mutation, analysis and building, recorded before the interpreter.
+"""Pins of sampling, mutation, analysis, building and cost estimates, recorded before the interpreter.
 
 ``data/interpreter_pins.json`` was written by the code as it was before shape analysis,
 building and sampling became backends of one interpreter (grammar/interpret.py):
 for einspace and two conventional spaces at the main input shapes, the archids (hashes
 of the canonical strings) of the first 30 samples for seeds 0-2, a hash of their
 analytic figures, a chain of 15 mutations and a hash of the built module trees. Any
-change to the walk, the branch rule, the sampler's choices or the builder's modules
-shows up here. Re-record only for an intended change of the sampled distribution.
+change to the walk, the branch rule, the sampler's choices, the builder's modules or the
+MAC estimate (``data/estimate_pins.json``, same origin) shows up here. Re-record only for an intended change of the sampled distribution.
 """
 
 from __future__ import annotations
@@ -64,3 +64,22 @@ def test_built_modules_are_the_recorded_ones(key):
     built = [hashlib.sha256(repr(build_network(a, shape, 10)).encode()).hexdigest()[:16]
              for a in sample(grammar, 6, seed=1, input_shape=shape)]
     assert built == PINS[key]["built"]
+
+
+MACS = json.loads((Path(__file__).parent / "data" / "estimate_pins.json").read_text())
+
+
+@pytest.mark.parametrize("key", sorted(MACS))
+def test_cost_estimates_are_the_recorded_ones(key):
+    """``scaling.estimate`` (params, activations, MACs, leaves) of 30 samples or the seeds."""
+    from einnas.grammar import SEED_NAMES, resolve_arch
+    from einnas.grammar.scaling import estimate
+
+    space, shape = key.split(":")
+    shape = tuple(int(s) for s in shape.split(","))
+    if space == "seeds":
+        archs = [resolve_arch(name, input_shape=shape) for name in SEED_NAMES]
+    else:
+        archs = sample(load_grammar(space), 30, seed=0, input_shape=shape)
+    figures = [estimate(a, shape, 10) for a in archs]
+    assert [[e.params, e.activations, e.macs, e.terminals] for e in figures] == MACS[key]
