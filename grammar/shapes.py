@@ -105,8 +105,12 @@ def analyse(arch, input_shape, num_classes: int = 10, head: str = "tokens", reco
     input state, depth)`` for every node (mutation uses it); ``outputs`` receives
     ``(id(node), input state) -> output state`` (building uses it).
     """
+    return run(Shapes(arch.grammar, record, outputs), arch, input_shape, num_classes, head)
+
+
+def run(shapes: Shapes, arch, input_shape, num_classes: int = 10, head: str = "tokens") -> ArchInfo:
+    """:func:`analyse` with a given :class:`Shapes` backend (or a subclass that counts more)."""
     start = State.for_input(tuple(input_shape))
-    shapes = Shapes(arch.grammar, record, outputs)
     _, out = shapes.visit(arch.tree, start, 0)
     if not isinstance(out, State):
         raise ArchitectureError("the network ends in unjoined branches")
