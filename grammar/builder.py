@@ -3,9 +3,9 @@
 The builder is a backend of the interpreter (:mod:`einnas.grammar.interpret`) run
 after shape analysis, whose states it reuses: each operation's registry entry builds
 its module; a structure becomes a :class:`Stages` module that threads the tensor (or
-the branch list) through its children. A structure made of
-exactly the ops of a registered fusion (im2col, linear, col2im) is built as the
-fused module (a Conv2d), which is mathematically identical and much faster.
+the branch list) through its children. A structure made of exactly the ops of a
+registered fusion (im2col, linear, col2im) is built as the fused module (a Conv2d),
+which is mathematically identical and much faster.
 """
 
 from __future__ import annotations

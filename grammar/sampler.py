@@ -2,10 +2,11 @@
 
 The sampler expands rules top-down, threading the tensor :class:`State` through the
 derivation: it is the backend of the interpreter (:mod:`einnas.grammar.interpret`)
-whose children are rule names, drawn as the walk reaches them. Operation alternatives that cannot apply to the current state, or that
-would break a limit, are filtered out before the choice and the survivors'
-probabilities renormalised. When no alternative is left, the failure goes back to
-the parent, which drops its choice and tries another (depth-first backtracking).
+whose children are rule names, drawn as the walk reaches them. Operation alternatives
+that cannot apply to the current state, or that would break a limit, are filtered out
+before the choice and the survivors' probabilities renormalised. When no alternative
+is left, the failure goes back to the parent, which drops its choice and tries another
+(depth-first backtracking).
 Every shape rule is analytic, so a draw costs microseconds per node.
 
 Limits keep the heavy tail bounded: past ``max_depth`` nested modules or
