@@ -1,7 +1,8 @@
 """One walk over derivations, with one small backend per job (lark's Interpreter style).
 
-Shape analysis (:mod:`einnas.grammar.shapes`), building (:mod:`einnas.grammar.builder`)
-and sampling (:mod:`einnas.grammar.sampler`) are backends of :class:`Interpreter`. The
+Shape analysis (:mod:`einnas.grammar.shapes`), building (:mod:`einnas.grammar.builder`),
+sampling (:mod:`einnas.grammar.sampler`) and the MAC estimate
+(:func:`einnas.grammar.scaling.estimate`) are backends of :class:`Interpreter`. The
 walk of a *structure* alternative and the branch rule are written here, once; a
 backend only says what visiting one child means (analyse a subtree, build it into a
 module, or draw it from a rule name) and what a design shared by branches costs.
@@ -87,7 +88,7 @@ class Interpreter:
                 continue
             split, branches = self.visit(next(items), state, depth)
             bodies = [next(items) for _ in step[2]]
-            if len(bodies) == 1:  # the branch rule: one design for all branches
+            if shares_design(step):  # the branch rule: one design for all branches
                 if self.share and len(set(branches)) == 1:
                     result, out = self.visit_shared(bodies[0], branches[0], len(branches), depth)
                     results, outs = [result], (out,) * len(branches)
