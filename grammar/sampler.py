@@ -125,7 +125,7 @@ class _Sampler(Interpreter):
                     child, out = self.visit(alt.children[0], state, depth)
                     return Node(name, alt.index, (child,)), out
                 steps, out = self.walk(alt, alt.plan, alt.children, state, depth + 1)
-                return Node(alt.rule, alt.index, _children(alt.plan, steps)), out
+                return Node(alt.rule, alt.index, _children(alt, steps)), out
             except _Dead:
                 self.restore(saved)
         raise _Dead
@@ -144,10 +144,12 @@ class _Sampler(Interpreter):
         raise _Dead
 
 
-def _children(plan: tuple, steps: list) -> tuple:
+def _children(alt, steps: list) -> tuple:
     """The child nodes of a drawn structure, in order, from the walk's per-step results."""
+    if len(steps) == len(alt.children):  # only map steps (a branch step covers 3+ children)
+        return tuple(steps)
     children = []
-    for step, result in zip(plan, steps):
+    for step, result in zip(alt.plan, steps):
         if step[0] == "map":
             children.append(result)
         else:
