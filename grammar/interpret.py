@@ -79,14 +79,14 @@ class Interpreter:
         for a map step and ``(split, bodies, join)`` results for a branch step, where
         ``bodies`` has one result per body visit (see the module docstring).
         """
-        items = iter(items)
+        items, visit = iter(items), self.visit  # local names: the sampler's hot path
         steps = []
         for step in plan:
             if step[0] == "map":
-                result, state = self.visit(next(items), state, depth)
+                result, state = visit(next(items), state, depth)
                 steps.append(result)
                 continue
-            split, branches = self.visit(next(items), state, depth)
+            split, branches = visit(next(items), state, depth)
             bodies = [next(items) for _ in step[2]]
             if shares_design(step):  # the branch rule: one design for all branches
                 if self.share and len(set(branches)) == 1:
@@ -97,13 +97,13 @@ class Interpreter:
             elif len(bodies) == len(branches):  # else one design per branch
                 results, outs = [], []
                 for body, branch in zip(bodies, branches):
-                    result, out = self.visit(body, branch, depth)
+                    result, out = visit(body, branch, depth)
                     results.append(result)
                     outs.append(out)
                 outs = tuple(outs)
             else:
                 self.mismatch(owner, branches, bodies)
-            join, state = self.visit(next(items), outs, depth)
+            join, state = visit(next(items), outs, depth)
             steps.append((split, results, join))
         return steps, state
 
