@@ -1,18 +1,20 @@
 """Building a derivation tree into a PyTorch module, and closing it into a network.
 
-The builder is a visitor over the same tree the checker walks: each operation's
-registry entry builds its module; a structure becomes a :class:`Stages` module that
-threads the tensor (or the branch list) through its children. A structure made of
-exactly the ops of a registered fusion (im2col, linear, col2im) is built as the
-fused module (a Conv2d), which is mathematically identical and much faster.
+The builder is a backend of the interpreter (:mod:`einnas.grammar.interpret`) run
+after shape analysis, whose states it reuses: each operation's registry entry builds
+its module; a structure becomes a :class:`Stages` module that threads the tensor (or
+the branch list) through its children. A structure made of exactly the ops of a
+registered fusion (im2col, linear, col2im) is built as the fused module (a Conv2d),
+which is mathematically identical and much faster.
 """
 
 from __future__ import annotations
 
 from einnas.errors import UsageError
+from einnas.grammar.interpret import TreeInterpreter
 from einnas.grammar.registry import IMAGE, REGISTRY, State
-from einnas.grammar.tree import HEADS, Architecture, Node, analyse
-
+from einnas.grammar.shapes import Shapes, analyse
+from einnas.grammar.tree import HEADS, Architecture, Node
 
 
 def _leaf_op(grammar, node: Node):
@@ -37,50 +39,59 @@ def _fused(grammar, alt, node: Node, state):
     return None
 
 
+class Builder(TreeInterpreter):
+    """Builds a tree into modules, reusing the states that shape analysis computed.
+
+    ``outputs`` maps ``(id(node), input state)`` to the node's output state (from
+    :class:`~einnas.grammar.shapes.Shapes`). A design shared by b branches is built b
+    times (``share = False``): separately initialised weights for each branch.
+    """
+
+    share = False
+
+    def __init__(self, grammar, outputs: dict, fuse: bool = True):
+        super().__init__(grammar)
+        self.outputs, self.fuse = outputs, fuse
+
+    def leaf(self, node, op, state, depth: int):
+        return op.spec.build(state, op.args), self.outputs[(id(node), state)]
+
+    def structure(self, node, alt, state, depth: int):
+        from torch import nn
+
+        if self.fuse:
+            fused = _fused(self.grammar, alt, node, state)
+            if fused is not None:
+                return fused, self.outputs[(id(node), state)]
+        kinds, modules = [], []
+        steps, state = self.walk(node, alt.plan, node.children, state, depth)
+        for step, built in zip(alt.plan, steps):
+            if step[0] == "map":
+                if not isinstance(built, nn.Identity):
+                    kinds.append("map")
+                    modules.append(built)
+                continue
+            split, bodies, join = built
+            kinds += ["split", "branches", "join"]
+            modules += [split, nn.ModuleList(bodies), join]
+        if not modules:
+            return nn.Identity(), state
+        if kinds == ["map"]:
+            return modules[0], state
+        from einnas.grammar._torch_modules import Stages
+
+        return Stages(kinds, modules), state
+
+
 def build_module(grammar, node: Node, state, fuse: bool = True):
-    """Build one subtree for an input state; returns ``(module, output state)``."""
-    from torch import nn
+    """Build one subtree for an input state; returns ``(module, output state)``.
 
-    alt = grammar.rules[node.rule].alternatives[node.alt]
-    if alt.op is not None:
-        out = alt.op.spec.shape(state, alt.op.args)
-        return alt.op.spec.build(state, alt.op.args), out
-    if alt.form == "choice":
-        return build_module(grammar, node.children[0], state, fuse)
-    if fuse:
-        fused = _fused(grammar, alt, node, state)
-        if fused is not None:
-            out = state
-            for child in node.children:
-                op = _leaf_op(grammar, child)
-                out = op.spec.shape(out, op.args)
-            return fused, out
-    kinds, modules = [], []
-    children = iter(node.children)
-    for step in alt.plan:
-        if step[0] == "map":
-            module, state = build_module(grammar, next(children), state, fuse)
-            if not isinstance(module, nn.Identity):
-                kinds.append("map")
-                modules.append(module)
-            continue
-        split, branches = build_module(grammar, next(children), state, fuse)
-        bodies = [next(children) for _ in step[2]]
-        if len(bodies) == 1:
-            bodies = bodies * len(branches)
-        # Each branch gets its own module: a design shared by b branches still has b
-        # separately initialised sets of weights.
-        built = [build_module(grammar, body, branch, fuse) for body, branch in zip(bodies, branches)]
-        join, state = build_module(grammar, next(children), tuple(out for _, out in built), fuse)
-        kinds += ["split", "branches", "join"]
-        modules += [split, nn.ModuleList([m for m, _ in built]), join]
-    if not modules:
-        return nn.Identity(), state
-    if kinds == ["map"]:
-        return modules[0], state
-    from einnas.grammar._torch_modules import Stages
-
-    return Stages(kinds, modules), state
+    The subtree is analysed first (raising :class:`~einnas.errors.ArchitectureError`
+    where an operation cannot apply), then built from the analysed states.
+    """
+    outputs: dict = {}
+    Shapes(grammar, outputs=outputs).visit(node, state, 0)
+    return Builder(grammar, outputs, fuse).visit(node, state, 0)
 
 
 def build_network(arch: Architecture, input_shape, num_classes: int = 10, head: str = "tokens", fuse: bool = True):
@@ -95,8 +106,9 @@ def build_network(arch: Architecture, input_shape, num_classes: int = 10, head: 
     """
     if head not in HEADS:
         raise UsageError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
-    info = analyse(arch, input_shape, num_classes, head)
-    backbone, out = build_module(arch.grammar, arch.tree, State.for_input(tuple(input_shape)), fuse)
+    outputs: dict = {}
+    info = analyse(arch, input_shape, num_classes, head, outputs=outputs)
+    backbone, out = Builder(arch.grammar, outputs, fuse).visit(arch.tree, State.for_input(tuple(input_shape)), 0)
     if out.mode == IMAGE:
         pool, features = (2, 3), out.shape[0]
     elif head == "tokens":

@@ -12,7 +12,8 @@ already rejects unknown operations and invalid probabilities) and reports:
   sampled nonterminals, its spectral radius and whether the grammar is sub-critical
   (radius < 1: derivations are finite with probability 1 and have a finite mean
   size). A design shared by ``b`` branches counts once in the derivation; the
-  *built* matrix counts its ``b`` copies, i.e. the size of the built network;
+  *built* matrix counts its ``b`` copies, i.e. the size of the built network (the
+  branch rule of :mod:`einnas.grammar.interpret`, :func:`shares_design`);
 * the expected number of module expansions and of leaves per network, from
   ``N = (I − M)⁻¹`` (infinite when super-critical), and, for the recursive choice
   rule (einspace's ``module``), the critical probability of its non-recursive
@@ -31,6 +32,7 @@ import numpy as np
 
 import einnas.grammar.ops  # noqa: F401  (registers the built-in operations, for op_rows)
 import einnas.grammar.ops_extra  # noqa: F401  (LRN, global pooling, dropout, sum, flatten)
+from einnas.grammar.interpret import shares_design
 from einnas.grammar.pcfg import _RULE_START, Grammar, _scan_annotations, _split_comment
 from einnas.grammar.registry import IMAGE, REGISTRY, TOKENS, State
 
@@ -137,7 +139,7 @@ def _alt_rows(grammar: Grammar, alt, index: dict, memo: dict, notes: list[str]):
         mean[index[child]] += 1
         built[index[child]] += 1
     for step in alt.plan:
-        if step[0] == "branch" and len(step[2]) == 1:  # one design applied to all b branches
+        if step[0] == "branch" and shares_design(step):  # the branch rule: b built copies of one design
             b, known = _branch_count(grammar, step[1], memo)
             built[index[step[2][0]]] += b - 1
             if not known:

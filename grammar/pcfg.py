@@ -22,7 +22,7 @@ import hashlib
 import operator
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from einnas.errors import GrammarError
@@ -63,7 +63,7 @@ class Alternative:
     op: OpCall | None = None
     plan: tuple = ()
 
-    @property
+    @cached_property  # the sampler's walk reads it at every structure it draws
     def children(self) -> tuple[str, ...]:
         return tuple(name for kind, name in self.symbols if kind == "rule")
 

@@ -1,10 +1,12 @@
 """Sampling and mutating architectures from a PCFG, shape-aware and seeded.
 
 The sampler expands rules top-down, threading the tensor :class:`State` through the
-derivation. Operation alternatives that cannot apply to the current state, or that
-would break a limit, are filtered out before the choice and the survivors'
-probabilities renormalised. When no alternative is left, the failure goes back to
-the parent, which drops its choice and tries another (depth-first backtracking).
+derivation: it is the backend of the interpreter (:mod:`einnas.grammar.interpret`)
+whose children are rule names, drawn as the walk reaches them. Operation alternatives
+that cannot apply to the current state, or that would break a limit, are filtered out
+before the choice and the survivors' probabilities renormalised. When no alternative
+is left, the failure goes back to the parent, which drops its choice and tries another
+(depth-first backtracking).
 Every shape rule is analytic, so a draw costs microseconds per node.
 
 Limits keep the heavy tail bounded: past ``max_depth`` nested modules or
@@ -19,6 +21,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from einnas.errors import ArchitectureError
+from einnas.grammar.interpret import Interpreter
 from einnas.grammar.pcfg import Grammar, alt_height
 from einnas.grammar.registry import State
 from einnas.grammar.tree import Architecture, Node, analyse
@@ -47,7 +50,13 @@ class _Restart(Exception):
     """The draw used up its step budget."""
 
 
-class _Context:
+class _Sampler(Interpreter):
+    """The sampling backend: visiting a child means drawing it from its rule name.
+
+    One draw's running totals live here (parameters, leaves, activations, steps) and
+    ``mult``, the copies of the current subtree in the built network (the branch rule).
+    """
+
     __slots__ = ("grammar", "rng", "limits", "params", "terminals", "activations", "steps", "mult")
 
     def __init__(self, grammar: Grammar, rng: random.Random, limits: Limits):
@@ -61,97 +70,93 @@ class _Context:
     def restore(self, saved) -> None:
         self.params, self.terminals, self.activations, self.mult = saved
 
+    def visit(self, name: str, state, depth: int, exclude: int | None = None):
+        """Draw a derivation of rule ``name`` for ``state``; returns ``(node, output state)``."""
+        self.steps += 1
+        if self.steps > self.limits.max_steps:
+            raise _Restart
+        grammar, limits = self.grammar, self.limits
+        rule = grammar.rules[name]
+        # Past the soft limits, or when the activations left would not pay for a few more
+        # tensors of this size, only the shallowest alternatives remain.
+        numel = state.numel if isinstance(state, State) else sum(s.numel for s in state)
+        force = (
+            depth >= limits.max_depth
+            or self.terminals >= limits.max_nodes
+            or self.activations + 4 * numel * self.mult > limits.max_activations
+        )
+        floor = grammar.min_height[name]
+        candidates = []
+        for alt in rule.alternatives:
+            if alt.prob <= 0 or alt.index == exclude:
+                continue
+            if force and alt_height(alt, grammar.min_height) > floor:
+                continue
+            if alt.op is None:
+                candidates.append((alt, None, 0, 0))
+                continue
+            out = alt.op.spec.shape(state, alt.op.args)
+            if isinstance(out, str):
+                continue
+            if not isinstance(out, State) and self.terminals + 2 * self.mult * len(out) > limits.max_nodes:
+                continue  # a split multiplies every leaf after it: keep the node limit in sight
+            params = alt.op.spec.count_params(state, alt.op.args) * self.mult
+            acts = (out.numel * self.mult) if isinstance(out, State) else 0
+            if self.params + params > limits.max_params or self.activations + acts > limits.max_activations:
+                continue
+            candidates.append((alt, out, params, acts))
 
-def _expand(ctx: _Context, name: str, state, depth: int, exclude: int | None = None):
-    ctx.steps += 1
-    if ctx.steps > ctx.limits.max_steps:
-        raise _Restart
-    grammar, limits = ctx.grammar, ctx.limits
-    rule = grammar.rules[name]
-    # Past the soft limits, or when the activations left would not pay for a few more
-    # tensors of this size, only the shallowest alternatives remain.
-    numel = state.numel if isinstance(state, State) else sum(s.numel for s in state)
-    force = (
-        depth >= limits.max_depth
-        or ctx.terminals >= limits.max_nodes
-        or ctx.activations + 4 * numel * ctx.mult > limits.max_activations
-    )
-    floor = grammar.min_height[name]
-    candidates = []
-    for alt in rule.alternatives:
-        if alt.prob <= 0 or alt.index == exclude:
-            continue
-        if force and alt_height(alt, grammar.min_height) > floor:
-            continue
-        if alt.op is None:
-            candidates.append((alt, None, 0, 0))
-            continue
-        out = alt.op.spec.shape(state, alt.op.args)
-        if isinstance(out, str):
-            continue
-        if not isinstance(out, State) and ctx.terminals + 2 * ctx.mult * len(out) > limits.max_nodes:
-            continue  # a split multiplies every leaf after it: keep the node limit in sight
-        params = alt.op.spec.count_params(state, alt.op.args) * ctx.mult
-        acts = (out.numel * ctx.mult) if isinstance(out, State) else 0
-        if ctx.params + params > limits.max_params or ctx.activations + acts > limits.max_activations:
-            continue
-        candidates.append((alt, out, params, acts))
+        while candidates:
+            total = sum([c[0].prob for c in candidates])  # a list sums faster than a generator
+            pick = self.rng.random() * total
+            for i, candidate in enumerate(candidates):
+                pick -= candidate[0].prob
+                if pick < 0:
+                    break
+            alt, out, params, acts = candidates.pop(i)
+            if alt.op is not None:
+                self.params += params
+                self.activations += acts
+                self.terminals += self.mult
+                return Node(name, alt.index), out
+            saved = self.save()
+            try:
+                if alt.form == "choice":
+                    child, out = self.visit(alt.children[0], state, depth)
+                    return Node(name, alt.index, (child,)), out
+                steps, out = self.walk(alt, alt.plan, alt.children, state, depth + 1)
+                return Node(alt.rule, alt.index, _children(alt, steps)), out
+            except _Dead:
+                self.restore(saved)
+        raise _Dead
 
-    while candidates:
-        total = sum(c[0].prob for c in candidates)
-        pick = ctx.rng.random() * total
-        for i, candidate in enumerate(candidates):
-            pick -= candidate[0].prob
-            if pick < 0:
-                break
-        alt, out, params, acts = candidates.pop(i)
-        if alt.op is not None:
-            ctx.params += params
-            ctx.activations += acts
-            ctx.terminals += ctx.mult
-            return Node(name, alt.index), out
-        saved = ctx.save()
-        try:
-            if alt.form == "choice":
-                child, out = _expand(ctx, alt.children[0], state, depth)
-                return Node(name, alt.index, (child,)), out
-            return _expand_structure(ctx, alt, state, depth + 1)
-        except _Dead:
-            ctx.restore(saved)
-    raise _Dead
+    def visit_shared(self, name: str, state, copies: int, depth: int):
+        saved_mult = self.mult
+        self.mult *= copies
+        result = self.visit(name, state, depth)
+        self.mult = saved_mult
+        return result
+
+    def visit_unequal(self, name, branches, depth):
+        raise _Dead  # one drawn design would have to fit branches of different shapes
+
+    def mismatch(self, owner, branches, bodies):
+        raise _Dead
 
 
-def _expand_structure(ctx: _Context, alt, state, depth: int):
+def _children(alt, steps: list) -> tuple:
+    """The child nodes of a drawn structure, in order, from the walk's per-step results."""
+    if len(steps) == len(alt.children):  # only map steps (a branch step covers 3+ children)
+        return tuple(steps)
     children = []
-    for step in alt.plan:
+    for step, result in zip(alt.plan, steps):
         if step[0] == "map":
-            child, state = _expand(ctx, step[1], state, depth)
-            children.append(child)
-            continue
-        _, split, body, join = step
-        split_node, branches = _expand(ctx, split, state, depth)
-        children.append(split_node)
-        if len(body) == 1:
-            if len(set(branches)) != 1:
-                raise _Dead
-            saved_mult = ctx.mult
-            ctx.mult *= len(branches)
-            inner, out = _expand(ctx, body[0], branches[0], depth)
-            ctx.mult = saved_mult
-            children.append(inner)
-            outs = (out,) * len(branches)
-        elif len(body) == len(branches):
-            outs = []
-            for rule, branch in zip(body, branches):
-                inner, out = _expand(ctx, rule, branch, depth)
-                children.append(inner)
-                outs.append(out)
-            outs = tuple(outs)
+            children.append(result)
         else:
-            raise _Dead
-        join_node, state = _expand(ctx, join, outs, depth)
-        children.append(join_node)
-    return Node(alt.rule, alt.index, tuple(children)), state
+            children.append(result[0])
+            children += result[1]
+            children.append(result[2])
+    return tuple(children)
 
 
 def sample_one(
@@ -165,9 +170,9 @@ def sample_one(
         raise ArchitectureError(f"{grammar.path}: no derivation from 'start' ends through alternatives of "
                                 "positive probability; see `einnas grammar check`")
     for _ in range(limits.max_restarts):
-        ctx = _Context(grammar, rng, limits)
+        ctx = _Sampler(grammar, rng, limits)
         try:
-            tree, _ = _expand(ctx, "start", start, 0)
+            tree, _ = ctx.visit("start", start, 0)
         except (_Dead, _Restart):
             continue
         arch = Architecture.from_tree(grammar, tree)
@@ -213,9 +218,9 @@ def mutate(
     ]
     for _ in range(tries if nodes else 0):
         node, state, depth = nodes[rng.randrange(len(nodes))]
-        ctx = _Context(grammar, rng, limits)
+        ctx = _Sampler(grammar, rng, limits)
         try:
-            replacement, _ = _expand(ctx, node.rule, state, depth, exclude=node.alt)
+            replacement, _ = ctx.visit(node.rule, state, depth, exclude=node.alt)
         except (_Dead, _Restart):
             continue
         candidate = Architecture.from_tree(grammar, arch.tree.replace(node, replacement))

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 from einnas.errors import ArchitectureError
 from einnas.grammar.registry import State
+from einnas.grammar.shapes import Shapes
+from einnas.grammar.shapes import run as run_shapes
 from einnas.grammar.tree import Architecture, Node, analyse
 
 MAX_REPAIRS = 500
@@ -192,49 +194,30 @@ def estimate(arch: Architecture, input_shape, num_classes: int = 10) -> Estimate
     Operations without parameters cost their output size (elementwise work); a
     matmul join costs its output size times the inner size.
     """
-    grammar = arch.grammar
-    record: dict = {}
-    info = analyse(arch, input_shape, num_classes, record=record)
-    total = [info.head_params]
+    costs = _Costs(arch.grammar)
+    info = run_shapes(costs, arch, input_shape, num_classes)
+    return Estimate(info.params, info.activations, info.head_params + costs.macs, info.terminals)
 
-    def walk(node: Node, mult: int) -> None:
-        _, state, _ = record[id(node)]
-        alt = grammar.rules[node.rule].alternatives[node.alt]
-        if alt.op is not None:
-            op = alt.op
-            params = op.spec.count_params(state, op.args)
-            out = op.spec.shape(state, op.args)
-            if params and isinstance(state, State):
-                cost = params * (state.numel // state.shape[-1])
-            elif isinstance(out, State) and isinstance(state, tuple) and len(state) == 2 \
-                    and state[0].shape[-1] == state[1].shape[-2 if len(state[1].shape) > 1 else -1]:
-                cost = out.numel * state[0].shape[-1]  # a product of the two branches
-            else:
-                cost = out.numel if isinstance(out, State) else 0
-            total[0] += cost * mult
-            return
-        if alt.form == "choice":
-            walk(node.children[0], mult)
-            return
-        children = iter(node.children)
-        for step in alt.plan:
-            if step[0] == "map":
-                walk(next(children), mult)
-                continue
-            split = next(children)
-            walk(split, mult)
-            bodies = [next(children) for _ in step[2]]
-            leaf = split
-            while grammar.rules[leaf.rule].alternatives[leaf.alt].op is None:
-                leaf = leaf.children[0]
-            op = grammar.rules[leaf.rule].alternatives[leaf.alt].op
-            branches = len(op.spec.shape(record[id(leaf)][1], op.args))
-            for body in bodies:
-                walk(body, mult * (branches if len(bodies) == 1 else 1))
-            walk(next(children), mult)
 
-    walk(arch.tree, 1)
-    return Estimate(info.params, info.activations, int(total[0]), info.terminals)
+class _Costs(Shapes):
+    """Shape analysis that also sums each leaf's MACs, a shared design's b times."""
+
+    def __init__(self, grammar):
+        super().__init__(grammar)
+        self.macs = 0
+
+    def leaf(self, node, op, state, depth: int):
+        out = super().leaf(node, op, state, depth)
+        params = op.spec.count_params(state, op.args)
+        if params and isinstance(state, State):
+            cost = params * (state.numel // state.shape[-1])
+        elif isinstance(out, State) and isinstance(state, tuple) and len(state) == 2 \
+                and state[0].shape[-1] == state[1].shape[-2 if len(state[1].shape) > 1 else -1]:
+            cost = out.numel * state[0].shape[-1]  # a product of the two branches
+        else:
+            cost = out.numel if isinstance(out, State) else 0
+        self.macs += cost * self.mult
+        return out
 
 
 # Training cost on one CPU thread, fitted on 10 (architecture, dataset) pairs of seeds

@@ -1,9 +1,10 @@
-"""Derivation trees: the canonical printer, the parser and the analytic shape checker.
+"""Derivation trees: the canonical printer and the parser.
 
 A :class:`Node` is one expansion of a grammar rule: the rule's name, which
 alternative was taken and the child nodes for the rule names in it. An
 :class:`Architecture` is a tree with its canonical string (one line, the identity of
-the architecture) and ``archid``, a short hash of that string.
+the architecture) and ``archid``, a short hash of that string. The analytic shape
+checker :func:`analyse` lives in :mod:`einnas.grammar.shapes` (re-exported here).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 
 from einnas.errors import ArchitectureError
 from einnas.grammar.pcfg import Grammar
-from einnas.grammar.registry import IMAGE, State
+# Shape analysis is a backend of the interpreter (shapes.py); its names stay importable here.
+from einnas.grammar.shapes import ArchInfo, analyse, head_params  # noqa: F401
 
 MAX_ARCH_CHARS = 2_000_000
 HEADS = ("tokens", "features")
@@ -66,26 +68,6 @@ def to_string(grammar: Grammar, node: Node) -> str:
 def archid_of(string: str) -> str:
     """A 12-hex-character id of a canonical architecture string."""
     return hashlib.blake2b(string.encode(), digest_size=6).hexdigest()
-
-
-@dataclass
-class ArchInfo:
-    """Analytic figures of an architecture for one input shape (per sample)."""
-
-    params: int
-    terminals: int
-    depth: int
-    activations: int
-    input: State
-    output: State
-    head_params: int = 0
-
-    def as_dict(self) -> dict:
-        return {
-            "params": self.params, "terminals": self.terminals, "depth": self.depth,
-            "activations": self.activations, "input_shape": list(self.input.shape),
-            "output_shape": list(self.output.shape), "output_mode": self.output.mode,
-        }
 
 
 @dataclass
@@ -195,87 +177,6 @@ def describe_node(grammar: Grammar, node: Node) -> str:
         text = text[:57] + "..."
     where = f" at line {node.pos[0]}, column {node.pos[1]}" if node.pos else ""
     return f"{text!r}{where}"
-
-
-def head_params(state: State, num_classes: int, head: str = "tokens") -> int:
-    """Parameters of the classifier head closing a backbone whose output is ``state``."""
-    if state.mode == IMAGE:
-        features = state.shape[0]
-    else:
-        features = state.shape[0] if head == "tokens" else state.shape[1]
-    return features * num_classes + num_classes
-
-
-class _Tally:
-    __slots__ = ("params", "terminals", "activations", "depth", "record")
-
-    def __init__(self, record):
-        self.params = self.terminals = self.activations = self.depth = 0
-        self.record = record
-
-
-def analyse(arch, input_shape, num_classes: int = 10, head: str = "tokens", record: dict | None = None) -> ArchInfo:
-    """Check an architecture analytically for an input shape and count its figures.
-
-    Raises :class:`~einnas.errors.ArchitectureError` naming the first node whose
-    operation cannot apply. ``record``, if given, receives ``id(node) -> (node,
-    input state, depth)`` for every node (mutation uses it).
-    """
-    grammar, tree = arch.grammar, arch.tree
-    start = State.for_input(tuple(input_shape))
-    tally = _Tally(record)
-    out = _check(grammar, tree, start, 1, 0, tally)
-    if not isinstance(out, State):
-        raise ArchitectureError("the network ends in unjoined branches")
-    extra = head_params(out, num_classes, head)
-    return ArchInfo(tally.params + extra, tally.terminals, tally.depth, tally.activations, start, out, extra)
-
-
-def _check(grammar: Grammar, node: Node, state, mult: int, depth: int, tally: _Tally):
-    if tally.record is not None:
-        tally.record[id(node)] = (node, state, depth)
-    alt = grammar.rules[node.rule].alternatives[node.alt]
-    if alt.op is not None:
-        out = alt.op.spec.shape(state, alt.op.args)
-        if isinstance(out, str):
-            raise ArchitectureError(f"operation {describe_node(grammar, node)} cannot apply to {_shape_text(state)}: {out}")
-        tally.params += alt.op.spec.count_params(state, alt.op.args) * mult
-        tally.terminals += mult
-        if isinstance(out, State):  # splits make views, not new tensors
-            tally.activations += out.numel * mult
-        return out
-    if alt.form == "choice":
-        return _check(grammar, node.children[0], state, mult, depth, tally)
-    depth += 1
-    tally.depth = max(tally.depth, depth)
-    children = iter(node.children)
-    for step in alt.plan:
-        if step[0] == "map":
-            state = _check(grammar, next(children), state, mult, depth, tally)
-            continue
-        _, _, body, _ = step
-        branches = _check(grammar, next(children), state, mult, depth, tally)
-        bodies = [next(children) for _ in body]
-        if len(bodies) == 1:
-            if len(set(branches)) == 1:
-                outs = (_check(grammar, bodies[0], branches[0], mult * len(branches), depth, tally),) * len(branches)
-            else:
-                outs = tuple(_check(grammar, bodies[0], b, mult, depth, tally) for b in branches)
-        elif len(bodies) == len(branches):
-            outs = tuple(_check(grammar, m, b, mult, depth, tally) for m, b in zip(bodies, branches))
-        else:
-            raise ArchitectureError(
-                f"{describe_node(grammar, node)}: {len(branches)} branches but {len(bodies)} branch modules"
-            )
-        state = _check(grammar, next(children), outs, mult, depth, tally)
-    return state
-
-
-def _shape_text(state) -> str:
-    if isinstance(state, tuple) and state and isinstance(state[0], State):
-        return "branches " + ", ".join(_shape_text(s) for s in state)
-    kind = "image" if state.mode == IMAGE else "tokens"
-    return f"{kind} {'x'.join(map(str, state.shape))}"
 
 
 def to_pretty(grammar: Grammar, node: Node, width: int = 88, indent: str = "    ") -> str:
