@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from einnas.search.space import SearchSpace
 
 
+#: An ``--init`` seed's time budget, as a multiple of the per-candidate budget (Evaluator.for_seed).
+SEED_BUDGET_FACTOR = 3
+
+
 @dataclass
 class Evaluation:
     """The score of one architecture, or why it has none.
@@ -89,6 +93,13 @@ class Evaluator(ABC):
         the study; a worker whose settings differ is refused)."""
         return {"evaluator": self.scored_by}
 
+    def for_seed(self) -> "Evaluator":
+        """The evaluator of an ``--init`` seed, the population's anchor: by default this one.
+        A time-budgeted evaluator returns one with :data:`SEED_BUDGET_FACTOR` times its time
+        budget, so that a busy machine or a scale estimated a little low does not cost the
+        population its anchors (the epochs, and so the comparison, stay the same)."""
+        return self
+
     @abstractmethod
     def evaluate(self, arch: "Architecture", seed: int) -> Evaluation:
         """Called once per trial with the trial's architecture and seed. Must not raise
@@ -117,6 +128,7 @@ class TrainingEvaluator(Evaluator):
         self.dataset, self.config = dataset, config
         self.device = resolve_device(device)
         self._warmed = False
+        self._seed_evaluator: TrainingEvaluator | None = None
 
     def settings(self):
         c = self.config
@@ -124,6 +136,17 @@ class TrainingEvaluator(Evaluator):
             "evaluator": self.scored_by, "epochs": c.epochs, "seconds": c.seconds, "batch_size": c.batch_size,
             "lr": c.lr, "weight_decay": c.weight_decay, "max_params": c.max_params,
         }
+
+    def for_seed(self):
+        if self.config.seconds is None:
+            return self
+        if self._seed_evaluator is None:
+            from dataclasses import replace
+
+            self._seed_evaluator = TrainingEvaluator(
+                self.dataset, replace(self.config, seconds=self.config.seconds * SEED_BUDGET_FACTOR), self.device)
+            self._seed_evaluator._warmed = self._warmed
+        return self._seed_evaluator
 
     def evaluate(self, arch, seed, report=None):
         """``report(epoch, val_acc) -> bool``, when given, is called after every epoch;

@@ -153,10 +153,11 @@ def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval, run
                                             detail=f"{MAX_PROPOSALS} proposals were all taken")
                 else:
                     tseed = training_seed(seed, proposal.arch.archid)
+                    chosen = evaluator.for_seed() if proposal.seed else evaluator  # seeds: a roomier budget
                     if rungs is None:
-                        evaluation = evaluator.evaluate(proposal.arch, tseed)
+                        evaluation = chosen.evaluate(proposal.arch, tseed)
                     else:
-                        evaluation = evaluator.evaluate(proposal.arch, tseed,
+                        evaluation = chosen.evaluate(proposal.arch, tseed,
                                                         report=_reporter(trial, reported, may_prune=not proposal.seed))
             except PluginError as error:  # a plugin's op failing: this trial fails, the search goes on
                 evaluation = Evaluation(False, reason=PLUGIN_ERROR, detail=str(error)[:300])

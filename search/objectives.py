@@ -145,6 +145,11 @@ class ObjectiveEvaluator(Evaluator):
     def settings(self) -> dict:
         return self.base.settings()
 
+    def for_seed(self):
+        base = self.base.for_seed()
+        return self if base is self.base else ObjectiveEvaluator(base, self.objectives, self.input_shape,
+                                                                 self.num_classes)
+
     @property
     def device(self):
         return getattr(self.base, "device", None)

@@ -241,3 +241,50 @@ def test_a_retried_seed_is_a_seed_by_its_mark_not_by_its_origin_text(fake, tmp_p
     assert by_arch[anchor.archid].user_attrs.get(IS_SEED) is True and by_arch[anchor.archid].user_attrs[ORIGIN] == "anchor"
     assert _choose(study, by_arch[anchor.archid], strategy, 0).seed  # still never pruned
     assert not _choose(study, by_arch[lookalike.archid], strategy, 0).seed
+
+
+def test_seeds_are_evaluated_with_the_roomier_seed_evaluator(fake, tmp_path):
+    import random
+
+    from einnas.search import Proposal, Strategy
+
+    space = fake.make_space()
+    seeds = [space.sample(random.Random(i)) for i in range(2)]
+
+    class SeedsFirst(Strategy):
+        name = "seeds-first"
+
+        def propose(self, view, trial_number, rng):
+            if trial_number < len(seeds):
+                return Proposal(seeds[trial_number], f"seed:s{trial_number}", seed=True)
+            return Proposal(space.sample(rng), "random")
+
+    class Budgeted(fake.FakeEvaluator):
+        def __init__(self):
+            super().__init__()
+            self.roomy = fake.FakeEvaluator()
+
+        def for_seed(self):
+            return self.roomy
+
+    strategy, evaluator = SeedsFirst(space), Budgeted()
+    study = _study(fake, tmp_path / "s.journal", strategy, evaluator)
+    run_worker(study, strategy, evaluator, seed=0, trials=5)
+    assert evaluator.roomy.calls == [a.archid for a in seeds]  # the seeds, and only they
+    assert len(evaluator.calls) == 3 and not set(evaluator.calls) & set(evaluator.roomy.calls)
+
+
+def test_a_seed_gets_a_multiple_of_the_time_budget():
+    import numpy as np
+
+    from einnas.evaluate import TrainConfig, from_arrays
+    from einnas.search.evaluators import SEED_BUDGET_FACTOR, TrainingEvaluator
+
+    x, y = np.zeros((8, 1, 4, 4), dtype=np.float32), np.arange(8) % 2
+    data = from_arrays("tiny", (x, y), (x, y), (x, y), num_classes=2)
+    budgeted = TrainingEvaluator(data, TrainConfig(epochs=2, seconds=10), device="cpu")
+    roomy = budgeted.for_seed()
+    assert roomy.config.seconds == 10 * SEED_BUDGET_FACTOR > 10 and roomy.config.epochs == 2
+    assert budgeted.config.seconds == 10 and budgeted.for_seed() is roomy  # made once, the original unchanged
+    unbounded = TrainingEvaluator(data, TrainConfig(epochs=2, seconds=None), device="cpu")
+    assert unbounded.for_seed() is unbounded
