@@ -655,6 +655,10 @@ class SurrogateFit(Command):
                             help="add the learned text head's score as a feature (default: off, see docs/surrogate.md)")
         parser.add_argument("--no-text", action="store_true", help="numeric graph features only (the default)")
         parser.add_argument("--no-proxies", action="store_true", help="no zero-cost proxy features")
+        parser.add_argument("--blend", default="auto", metavar="auto|W",
+                            help="weight in [0, 1] of the trees in their blend with a committee of zero-cost "
+                                 "proxies (1: trees alone); auto (default): chosen by leave-one-family-out "
+                                 "cross-validation on the training records")
         parser.add_argument("--label-key", metavar="KEY", help="metadata_props key of the accuracy in ONNX folders")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
         parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
@@ -669,6 +673,14 @@ class SurrogateFit(Command):
 
         if not 0 <= args.holdout < 1:
             raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
+        blend = None
+        if args.blend != "auto":
+            try:
+                blend = float(args.blend)
+            except ValueError:
+                blend = float("nan")
+            if not 0 <= blend <= 1:
+                raise UsageError(f"--blend {args.blend}: expected auto or a weight in [0, 1]")
         _checks.check_records_inputs(args.records, "RECORDS")
         _checks.check_predictor_out(args.out, args.force)  # before the minutes of fitting
         log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
@@ -682,7 +694,7 @@ class SurrogateFit(Command):
                 "records_paths": [r if "://" in r else os.path.relpath(os.path.abspath(r), os.path.abspath(args.out))
                                   for r in args.records]}
         config = FitConfig(use_text=args.text and not args.no_text, use_proxies=not args.no_proxies,
-                           members=args.members, seed=args.seed)
+                           members=args.members, seed=args.seed, blend=blend)
         predictor = fit(data, config, meta=meta, log=log)
         save_atomic(predictor, args.out)
         if args.format == "json":
@@ -693,6 +705,8 @@ class SurrogateFit(Command):
         for name, info in predictor.meta["training"].items():
             print(f"records    {name}: train {info['train']}, val {info['val']}, held out {info['test']}")
         print(f"selected   {predictor.meta['config_chosen']}")
+        print(f"blend      weight of the trees {predictor.meta.get('blend_selection', {}).get('weight', 1.0):g} "
+              f"(the rest: the zero-cost proxy committee)")
         for name, m in predictor.meta["heldout"].items():
             print(f"held out   {name}: n {m['n']}, Kendall tau {_fmt_metric(m['kendall_tau'])}, "
                   f"Spearman rho {_fmt_metric(m['spearman_rho'])}")

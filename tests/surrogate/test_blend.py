@@ -115,3 +115,15 @@ def test_fixed_weight_is_used_as_given(weight):
     else:
         assert not np.allclose(a, b)
     assert kendalltau(a, y).statistic > 0.3
+
+
+@pytest.mark.parametrize("value", ["2", "-0.1", "half"])
+def test_cli_refuses_a_blend_weight_outside_0_1(tmp_path, capsys, value):
+    from einnas.cli import main
+
+    records = tmp_path / "r.jsonl"
+    records.write_text("")
+    assert main(["surrogate", "fit", str(records), "-o", str(tmp_path / "p"), "--blend", value, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--blend" in err and "Traceback" not in err
+    assert not (tmp_path / "p").exists()
