@@ -72,7 +72,7 @@ def _taus(score, data, mask) -> float | None:
 def evaluate(data, fit_mask, tests: dict, configs, single) -> dict:
     """τ of every model fitted once on ``fit_mask`` rows, and of every single-feature baseline, per test mask."""
     from einnas.surrogate.features import NUMERIC_NAMES
-    from einnas.surrogate.predictor import fit_predictor
+    from einnas.surrogate.predictor import Predictor, fit_predictor
 
     rows_out = {label: {} for label in tests}
     for name, sign in _baselines(data, fit_mask, single).items():
@@ -81,20 +81,26 @@ def evaluate(data, fit_mask, tests: dict, configs, single) -> dict:
             rows_out[label][name] = _taus(col, data, mask)
     texts = data.texts()
     for model, config in configs.items():
+        if model == "+proxies" and "+blend" in configs:
+            continue  # the same trees as +blend's (same config and seed): scored there, without the blend
         rows = np.flatnonzero(fit_mask)
         p = fit_predictor(data.numeric[rows], None, data.y[rows], data.groups[rows], config,
                           texts=[texts[i] for i in rows] if config.use_text else None,
                           families=data.families[rows])
+        variants = {model: p}
         if config.blend is None:
             chosen = p.meta.get("blend_selection", {})
             print(f"  {model}: blend weight {chosen.get('weight')} (inner LOFO tau by weight "
                   f"{chosen.get('inner_lofo_tau')})", file=sys.stderr, flush=True)
+            if "+proxies" in configs:
+                variants["+proxies"] = Predictor(p.tensors, {**p.meta, "blend": None})
         test = np.flatnonzero(np.logical_or.reduce(list(tests.values())))
-        pred = p.predict_rows(data.numeric[test], [texts[i] for i in test] if config.use_text else None)
-        score = np.zeros(len(data.y))
-        score[test] = pred.mean  # as `surrogate fit` reports: networks gated to chance tie
-        for label, mask in tests.items():
-            rows_out[label][model] = _taus(score, data, mask)
+        for name, predictor in variants.items():
+            pred = predictor.predict_rows(data.numeric[test], [texts[i] for i in test] if config.use_text else None)
+            score = np.zeros(len(data.y))
+            score[test] = pred.mean  # as `surrogate fit` reports: networks gated to chance tie
+            for label, mask in tests.items():
+                rows_out[label][name] = _taus(score, data, mask)
     return rows_out
 
 
