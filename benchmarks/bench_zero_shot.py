@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     parser.add_argument("--members", type=int, default=3, help="ensemble members of the zero-shot predictor")
     parser.add_argument("--cache", default=None, help="description / proxy cache (default: the einnas cache)")
     parser.add_argument("--predictor", default=None, help="use this predictor folder instead of fitting one")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="time budget per candidate (default: the search's, 10 s on mnist1d; a busy machine "
+                             "fails large candidates by timeout)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
     dataset = load_dataset(args.dataset, view="auto")
     space = SearchSpace(load_grammar(), tuple(dataset.input_shape), dataset.num_classes,
                         Limits(max_params=DEFAULT_MAX_PARAMS, max_activations=DEFAULT_MAX_ACTIVATIONS))
-    config = TrainConfig(epochs=DEFAULT_EPOCHS, seconds=default_seconds(dataset, DEFAULT_EPOCHS),
+    config = TrainConfig(epochs=DEFAULT_EPOCHS, seconds=args.seconds or default_seconds(dataset, DEFAULT_EPOCHS),
                          max_params=DEFAULT_MAX_PARAMS, threads=1)
     evaluator = TrainingEvaluator(dataset, config, device="cpu")
     population, tournament = population_sizes(args.trials)
@@ -116,18 +119,21 @@ def main(argv=None) -> int:
 
     methods = args.methods.split(",")
     curves: dict[tuple[str, int], list[float]] = {}
+    failed: dict[tuple[str, int], int] = {}
     for seed in range(args.seeds):
         for method in methods:
             t = time.perf_counter()
             study = optuna.create_study(direction="maximize")
             run_worker(study, strategy_for(method, seed), evaluator, seed=seed, trials=args.trials)
-            curves[method, seed] = best_curve(StudyView.of(study))
+            view = StudyView.of(study)
+            curves[method, seed] = best_curve(view)
+            failed[method, seed] = sum(1 for r in view.records if r.counted and r.value is None)
             log(f"seed {seed} {method:<8} best {curves[method, seed][-1]:.4f}  ({time.perf_counter() - t:.0f} s)")
 
     n = args.trials
     marks = [max(1, n // 3), max(1, 2 * n // 3), n]
     print(f"\n{'method':<9} {'seed':>4} " + " ".join(f"{'best@' + str(m):>9}" for m in marks)
-          + f" {'to random best':>15} {'new bests after ' + str(marks[0]):>20}")
+          + f" {'to random best':>15} {'new bests after ' + str(marks[0]):>20} {'failed':>7}")
     reach: dict[str, list[float]] = {m: [] for m in methods}
     for method in methods:
         for seed in range(args.seeds):
@@ -137,7 +143,7 @@ def main(argv=None) -> int:
             reach[method].append(hit if hit is not None else float("inf"))
             later = sum(1 for i in range(marks[0], len(c)) if c[i] > c[i - 1])
             print(f"{method:<9} {seed:>4} " + " ".join(f"{c[min(m, len(c)) - 1]:>9.4f}" for m in marks)
-                  + f" {hit if hit is not None else 'never':>15} {later:>20}")
+                  + f" {hit if hit is not None else 'never':>15} {later:>20} {failed[method, seed]:>7}")
     print()
     for method in methods:
         mean = [statistics.fmean(curves[method, s][min(m, len(curves[method, s])) - 1] for s in range(args.seeds))
