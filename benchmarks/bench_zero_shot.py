@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--members", type=int, default=3, help="ensemble members of the zero-shot predictor")
     parser.add_argument("--cache", default=None, help="description / proxy cache (default: the einnas cache)")
     parser.add_argument("--predictor", default=None, help="use this predictor folder instead of fitting one")
+    parser.add_argument("--save", default=None, metavar="DIR",
+                        help="keep the fitted zero-shot predictor in DIR (reuse it with --predictor DIR)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="time budget per candidate (default: the search's, 10 s on mnist1d; a busy machine "
                              "fails large candidates by timeout)")
@@ -95,7 +97,8 @@ def main(argv=None) -> int:
     log = lambda line: print(f"  [{time.perf_counter() - t0:5.0f}s] {line}", file=sys.stderr, flush=True)  # noqa: E731
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tmp = tempfile.TemporaryDirectory()
-    predictor = args.predictor or str(fit_without(load_records(args.records), args.dataset, Path(tmp.name) / "p",
+    predictor = args.predictor or str(fit_without(load_records(args.records), args.dataset,
+                                                  Path(args.save) if args.save else Path(tmp.name) / "p",
                                                   args.cache or cache_dir(), args.members, 0, log))
     dataset = load_dataset(args.dataset, view="auto")
     space = SearchSpace(load_grammar(), tuple(dataset.input_shape), dataset.num_classes,
