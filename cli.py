@@ -813,6 +813,10 @@ class SurrogateFit(Command):
                             help="add the learned text head's score as a feature (default: off, see docs/surrogate.md)")
         parser.add_argument("--no-text", action="store_true", help="numeric graph features only (the default)")
         parser.add_argument("--no-proxies", action="store_true", help="no zero-cost proxy features")
+        parser.add_argument("--blend", default="auto", metavar="auto|W",
+                            help="weight in [0, 1] of the trees in their blend with a committee of zero-cost "
+                                 "proxies (1: trees alone); auto (default): chosen by leave-one-family-out "
+                                 "cross-validation on the training records")
         parser.add_argument("--label-key", metavar="KEY", help="metadata_props key of the accuracy in ONNX folders")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")
 
@@ -826,6 +830,14 @@ class SurrogateFit(Command):
 
         if not 0 <= args.holdout < 1:
             raise UsageError(f"--holdout {args.holdout}: expected a fraction in [0, 1)")
+        blend = None
+        if args.blend != "auto":
+            try:
+                blend = float(args.blend)
+            except ValueError:
+                blend = float("nan")
+            if not 0 <= blend <= 1:
+                raise UsageError(f"--blend {args.blend}: expected auto or a weight in [0, 1]")
         _checks.check_records_inputs(args.records, "RECORDS")
         _checks.check_predictor_out(args.out, args.force)  # before the minutes of fitting
         log = None if args.quiet else (lambda line: print(f"einnas surrogate fit: {line}", file=sys.stderr, flush=True))
@@ -839,7 +851,7 @@ class SurrogateFit(Command):
                 "records_paths": [r if "://" in r else os.path.relpath(os.path.abspath(r), os.path.abspath(args.out))
                                   for r in args.records]}
         config = FitConfig(use_text=args.text and not args.no_text, use_proxies=not args.no_proxies,
-                           members=args.members, seed=args.seed)
+                           members=args.members, seed=args.seed, blend=blend)
         predictor = fit(data, config, meta=meta, log=log)
         save_atomic(predictor, args.out)
         meta = predictor.meta
@@ -849,6 +861,8 @@ class SurrogateFit(Command):
             + [("records", f"{name}: train {info['train']}, val {info['val']}, held out {info['test']}")
                for name, info in meta["training"].items()]
             + [("selected", meta["config_chosen"])]
+            + [("blend", f"weight of the trees {meta.get('blend_selection', {}).get('weight', 1.0):g} "
+                         "(the rest: the zero-cost proxy committee)")]
             + [("held out", f"{name}: n {m['n']}, Kendall tau {_fmt_metric(m['kendall_tau'])}, "
                             f"Spearman rho {_fmt_metric(m['spearman_rho'])}") for name, m in meta["heldout"].items()],
             10))

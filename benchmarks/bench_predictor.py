@@ -12,7 +12,9 @@ Prints Kendall τ of each model on three evaluations:
 beside each: the parameter count alone, every zero-cost proxy alone (no fitting;
 the sign that ranks best on the *training* rows is used), ``bag-of-ops`` (graph +
 task features, no proxies, no text), ``+proxies`` and ``+text`` (the learned text
-head's score as one more feature). Then the warm ``score`` latency per einspace
+head's score as one more feature) and ``+blend`` (the ``+proxies`` trees blended with
+a committee of proxies, the weight chosen by inner leave-one-family-out CV on the
+fitted rows: the shipped default, ``surrogate/blend.py``). Then the warm ``score`` latency per einspace
 architecture at 3x32x32 (ONNX file → prediction) without and with proxies.
 
 Run (2 CPU cores; descriptions and proxies are cached under ``--cache``)::
@@ -70,7 +72,7 @@ def _taus(score, data, mask) -> float | None:
 def evaluate(data, fit_mask, tests: dict, configs, single) -> dict:
     """τ of every model fitted once on ``fit_mask`` rows, and of every single-feature baseline, per test mask."""
     from einnas.surrogate.features import NUMERIC_NAMES
-    from einnas.surrogate.predictor import fit_predictor
+    from einnas.surrogate.predictor import Predictor, fit_predictor
 
     rows_out = {label: {} for label in tests}
     for name, sign in _baselines(data, fit_mask, single).items():
@@ -79,15 +81,26 @@ def evaluate(data, fit_mask, tests: dict, configs, single) -> dict:
             rows_out[label][name] = _taus(col, data, mask)
     texts = data.texts()
     for model, config in configs.items():
+        if model == "+proxies" and "+blend" in configs:
+            continue  # the same trees as +blend's (same config and seed): scored there, without the blend
         rows = np.flatnonzero(fit_mask)
         p = fit_predictor(data.numeric[rows], None, data.y[rows], data.groups[rows], config,
-                          texts=[texts[i] for i in rows] if config.use_text else None)
+                          texts=[texts[i] for i in rows] if config.use_text else None,
+                          families=data.families[rows])
+        variants = {model: p}
+        if config.blend is None:
+            chosen = p.meta.get("blend_selection", {})
+            print(f"  {model}: blend weight {chosen.get('weight')} (inner LOFO tau by weight "
+                  f"{chosen.get('inner_lofo_tau')})", file=sys.stderr, flush=True)
+            if "+proxies" in configs:
+                variants["+proxies"] = Predictor(p.tensors, {**p.meta, "blend": None})
         test = np.flatnonzero(np.logical_or.reduce(list(tests.values())))
-        pred = p.predict_rows(data.numeric[test], [texts[i] for i in test] if config.use_text else None)
-        score = np.zeros(len(data.y))
-        score[test] = pred.mean  # as `surrogate fit` reports: networks gated to chance tie
-        for label, mask in tests.items():
-            rows_out[label][model] = _taus(score, data, mask)
+        for name, predictor in variants.items():
+            pred = predictor.predict_rows(data.numeric[test], [texts[i] for i in test] if config.use_text else None)
+            score = np.zeros(len(data.y))
+            score[test] = pred.mean  # as `surrogate fit` reports: networks gated to chance tie
+            for label, mask in tests.items():
+                rows_out[label][name] = _taus(score, data, mask)
     return rows_out
 
 
@@ -143,6 +156,8 @@ def main(argv=None) -> int:
     parser.add_argument("--trees", type=int, default=300, help="boosting rounds per regressor (default 300)")
     parser.add_argument("--no-text", action="store_true", help="skip the +text model (the slowest fit)")
     parser.add_argument("--no-proxies", action="store_true", help="do not compute proxies for the records")
+    parser.add_argument("--models", default=None,
+                        help="comma list of the models fitted (bag-of-ops, +proxies, +blend, +text; default all)")
     parser.add_argument("--latency", type=int, default=40, metavar="N", help="architectures timed (0: skip)")
     parser.add_argument("--predictor", default="default", help="predictor timed for latency (default: shipped)")
     parser.add_argument("--cached-only", action="store_true",
@@ -170,11 +185,20 @@ def main(argv=None) -> int:
         print(f"  family {fam:<16} " + ", ".join(f"{d} {int((m & (data.groups == d)).sum())}"
                                                  for d in sorted(set(data.groups[m]))))
     base = dict(members=args.members, trees=args.trees, gate_trees=args.trees // 2, seed=args.seed)
-    configs = {"bag-of-ops": FitConfig(use_proxies=False, use_text=False, **base)}
+    configs = {"bag-of-ops": FitConfig(use_proxies=False, use_text=False, blend=1.0, **base)}
     if proxies:
-        configs["+proxies"] = FitConfig(use_proxies=True, use_text=False, **base)
+        configs["+proxies"] = FitConfig(use_proxies=True, use_text=False, blend=1.0, **base)
+        # the shipped default: the trees blended with the proxy committee, the weight chosen by
+        # inner leave-one-family-out CV on the fitted rows only (surrogate/blend.py)
+        configs["+blend"] = FitConfig(use_proxies=True, use_text=False, blend=None, **base)
     if not args.no_text:
-        configs["+text"] = FitConfig(use_proxies=bool(proxies), use_text=True, **base)
+        configs["+text"] = FitConfig(use_proxies=bool(proxies), use_text=True, blend=1.0, **base)
+    if args.models:
+        wanted = args.models.split(",")
+        unknown = [m for m in wanted if m not in configs]
+        if unknown:
+            parser.error(f"--models: unknown model {unknown[0]!r} (have {', '.join(configs)})")
+        configs = {m: configs[m] for m in wanted}
     single = ["log_params", *[p for p in PROXY_FEATURES if p != "proxy_available"]]
 
     table = []

@@ -55,6 +55,9 @@ class FitConfig:
     temperature: float = 0.05  # accuracy gap that counts as one logit in the ranking term
     margin: float = 0.05  # accuracies within this of chance count as "learns nothing"
     proxy_dropout: float = 0.2  # share of rows fitted with proxies blanked (files that cannot be converted)
+    # weight of the trees in a blend with the proxy committee (blend.py); None: chosen by inner
+    # leave-one-family-out cross-validation when the fit is given families, else 1 (trees alone)
+    blend: float | None = None
     seed: int = 0
 
 
@@ -120,7 +123,7 @@ class Predictor(BasePredictor):
 
         data = featurize(records, None, cache, holdout=0.0, proxies=proxies)
         return fit_predictor(data.numeric, None, data.y, data.groups, replace(self.config, **changes),
-                             texts=data.texts())
+                             texts=data.texts(), families=data.families)
 
     def ranges(self) -> dict:
         return self.meta.get("ranges", {})
@@ -158,7 +161,14 @@ class Predictor(BasePredictor):
         p = learns.mean(0)
         mean = np.where(p < 0.5, chance, acc.mean(0))
         std = np.where(learns < 0.5, chance, acc).std(0)
-        return Prediction(mean, std, p * acc.mean(0) + (1 - p) * chance)
+        expected = p * acc.mean(0) + (1 - p) * chance
+        ref = self.meta.get("blend")
+        if ref and ref.get("weight", 1.0) < 1.0:
+            from einnas.surrogate.blend import blend
+
+            blended = blend(ref, numeric, expected)
+            return Prediction(blended, std, blended)
+        return Prediction(mean, std, expected)
 
     def _inputs(self, numeric: np.ndarray, texts: Sequence[str] | None) -> np.ndarray:
         x = _select(numeric, self.names)
@@ -191,11 +201,14 @@ class Predictor(BasePredictor):
 
 
 def fit_predictor(numeric: np.ndarray, text, y: np.ndarray, groups: Sequence[str], config: FitConfig,
-                  meta: dict | None = None, texts: Sequence[str] | None = None) -> Predictor:
+                  meta: dict | None = None, texts: Sequence[str] | None = None,
+                  families: Sequence[str] | None = None, log=None) -> Predictor:
     """Fit one ensemble on rows of a ``NUMERIC_NAMES`` table (no selection, no evaluation).
 
     ``text`` is ignored (kept for callers of the MiniLM-era signature); ``texts``
     are the description texts the text head reads when ``config.use_text``.
+    ``families`` (one per row) lets ``config.blend=None`` choose the blend weight by
+    inner leave-one-family-out cross-validation (``blend.py``).
     """
     from einnas.surrogate.texthead import DIM, fit_head, out_of_fold, vectorize
 
@@ -237,7 +250,22 @@ def fit_predictor(numeric: np.ndarray, text, y: np.ndarray, groups: Sequence[str
         "features": {"numeric": names, "text_head": DIM if config.use_text else None},
         **(meta or {}),
     }
-    return Predictor(tensors, meta)
+    predictor = Predictor(tensors, meta)
+    weight, scores = 1.0, {}
+    if config.blend is not None:
+        weight = float(config.blend)
+    elif families is not None and config.use_proxies and not config.use_text:
+        from einnas.surrogate.blend import choose_weight
+
+        weight, scores = choose_weight(numeric, y, groups, families, config, fit_predictor, log=log)
+    if weight < 1.0:
+        from einnas.surrogate.blend import committee_signs, reference
+
+        model = predictor.predict_rows(numeric).expected
+        predictor.meta["blend"] = reference(numeric, y, model, weight, committee_signs(numeric, y, groups))
+    predictor.meta["blend_selection"] = {"weight": weight, "inner_lofo_tau": {f"{w:g}": round(t, 4)
+                                                                            for w, t in scores.items()}}
+    return predictor
 
 
 def fit(data: Dataset, base: FitConfig | None = None, grid: Sequence[dict] | None = None,

@@ -45,7 +45,8 @@ def fit(data: Dataset, base: FitConfig | None = None, grid: Sequence[dict] | Non
     best, best_tau = candidates[0], -math.inf
     if len(candidates) > 1 and len(val.y) >= 8:
         for cand in candidates:
-            trial = fit_predictor(train.numeric, None, train.y, train.groups, replace(cand, members=3),
+            # the trees are chosen alone (blend 1); the blend weight is chosen for the final fit
+            trial = fit_predictor(train.numeric, None, train.y, train.groups, replace(cand, members=3, blend=1.0),
                                   texts=train.texts())
             scores = evaluate(trial, val)
             taus = [s["kendall_tau"] for s in scores.values() if s["kendall_tau"] is not None]
@@ -56,7 +57,8 @@ def fit(data: Dataset, base: FitConfig | None = None, grid: Sequence[dict] | Non
             if tau > best_tau:
                 best, best_tau = cand, tau
     fit_rows = data.rows(data.splits != "test")
-    predictor = fit_predictor(fit_rows.numeric, None, fit_rows.y, fit_rows.groups, best, texts=fit_rows.texts())
+    predictor = fit_predictor(fit_rows.numeric, None, fit_rows.y, fit_rows.groups, best, texts=fit_rows.texts(),
+                              families=fit_rows.families, log=log)
     heldout = evaluate(predictor, test) if len(test.y) else {}
     predictor.meta.update(meta or {})
     predictor.meta.update({
