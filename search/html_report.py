@@ -54,8 +54,11 @@ class _OneValue:
 
     def __init__(self, trial, index: int):
         self.number, self.state = trial.number, trial.state
-        self.user_attrs, self.system_attrs, self.values = trial.user_attrs, trial.system_attrs, trial.values
+        self.user_attrs, self.system_attrs = trial.user_attrs, trial.system_attrs
         self.value = trial.values[index] if trial.values and index < len(trial.values) else None
+        # one value, so records_from_trials takes it as the record's value (for a multi-objective
+        # trial it would read the ``accuracy`` attribute, which studies made elsewhere may lack)
+        self.values = None if self.value is None else (self.value,)
 
 
 def _feasible(trial) -> bool:
