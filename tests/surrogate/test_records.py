@@ -205,7 +205,7 @@ def test_grammar_name_of_v1_records_and_studies():
 
 def test_every_shipped_records_file_loads():
     data = SHIPPED.parent
-    files = sorted(data.glob("*.jsonl")) + sorted(data.glob("corpus/*.jsonl"))
+    files = sorted(data.glob("*.jsonl")) + sorted(data.glob("corpus/**/*.jsonl"))
     assert len(files) >= 2
     for path in files:
         lines = [line for line in path.read_text().splitlines() if line.strip()]
