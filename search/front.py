@@ -23,7 +23,6 @@ import io
 import shutil
 from pathlib import Path
 
-from einnas.search.loop import training_seed
 from einnas.search.pareto import pareto_front
 from einnas.search.records import LATENCY_MS, MACS, StudyView, TrialRecord
 
@@ -59,24 +58,15 @@ def retrain_one(record: TrialRecord, space, dataset, config, *, seed: int, devic
                 metadata: dict | None = None):
     """Retrain one trial's architecture in final mode and export it; returns the test
     accuracy (None when the retrain failed: nothing is written then)."""
-    from einnas.evaluate import train
-    from einnas.grammar import build_network
-    from einnas.grammar.export import export_onnx
+    from einnas.search.report import export_final, train_final
 
     arch = space.parse(record.arch)
-    holder: dict = {}
-
-    def factory():
-        holder["module"] = build_network(arch, dataset.input_shape, dataset.num_classes)
-        return holder["module"]
-
-    trained = train(factory, dataset, config, seed=training_seed(seed, arch.archid), device=device, final=True)
+    trained, module = train_final(arch, dataset, config, seed=seed, device=device)
     if not trained.ok:
         return None
-    meta = {"dataset": dataset.name, "val_acc": record.value, "test_acc": trained.test_acc, "trial": record.number,
-            "latency_ms": record.attrs.get(LATENCY_MS), **(metadata or {})}
-    export_onnx(holder["module"].to("cpu"), dataset.input_shape, dataset.num_classes, onnx_path,
-                metadata={"arch": arch.string, "archid": arch.archid, **meta})
+    export_final(module, arch, dataset, onnx_path, {
+        "dataset": dataset.name, "val_acc": record.value, "test_acc": trained.test_acc, "trial": record.number,
+        "latency_ms": record.attrs.get(LATENCY_MS), **(metadata or {})})
     return trained.test_acc
 
 

@@ -49,22 +49,12 @@ def retrain_best(
     If it fails (NaN, out of memory), the next best is tried, up to
     :data:`FINAL_CANDIDATES`. Returns None when the study has no completed trial.
     """
-    from einnas.evaluate import train
-    from einnas.grammar import build_network
-    from einnas.grammar.export import export_onnx
-
     tried: list[int] = []
     result = None
     for record in view.top(FINAL_CANDIDATES):
         tried.append(record.number)
         arch = space.parse(record.arch)
-        holder: dict = {}
-
-        def factory():
-            holder["module"] = build_network(arch, dataset.input_shape, dataset.num_classes)
-            return holder["module"]
-
-        trained = train(factory, dataset, config, seed=training_seed(seed, arch.archid), device=device, final=True)
+        trained, module = train_final(arch, dataset, config, seed=seed, device=device)
         result = FinalResult(
             record.number, arch.archid, trained.ok, trained.test_acc, config.epochs, trained.seconds,
             trained.reason, trained.detail, tried=list(tried),
@@ -72,14 +62,36 @@ def retrain_best(
         if not trained.ok:
             continue
         if onnx_path is not None:
-            module = holder["module"].to("cpu")
-            meta = {"dataset": dataset.name, "val_acc": record.value, "test_acc": trained.test_acc,
-                    "trial": record.number, **(metadata or {})}
-            export_onnx(module, dataset.input_shape, dataset.num_classes, onnx_path,
-                        metadata={"arch": arch.string, "archid": arch.archid, **meta})
+            export_final(module, arch, dataset, onnx_path, {
+                "dataset": dataset.name, "val_acc": record.value, "test_acc": trained.test_acc,
+                "trial": record.number, **(metadata or {})})
             result.onnx = str(onnx_path)
         return result
     return result
+
+
+def train_final(arch, dataset, config, *, seed: int, device="auto"):
+    """Train ``arch`` from scratch in final mode (train + valid, test accuracy) with the
+    search's seed for it; returns the ``TrainResult`` and the trained module."""
+    from einnas.evaluate import train
+    from einnas.grammar import build_network
+
+    holder: dict = {}
+
+    def factory():
+        holder["module"] = build_network(arch, dataset.input_shape, dataset.num_classes)
+        return holder["module"]
+
+    trained = train(factory, dataset, config, seed=training_seed(seed, arch.archid), device=device, final=True)
+    return trained, holder.get("module")
+
+
+def export_final(module, arch, dataset, onnx_path: Path, metadata: dict) -> None:
+    """Export a module of :func:`train_final` to ONNX with its architecture in the metadata."""
+    from einnas.grammar.export import export_onnx
+
+    export_onnx(module.to("cpu"), dataset.input_shape, dataset.num_classes, onnx_path,
+                metadata={"arch": arch.string, "archid": arch.archid, **metadata})
 
 
 def plot_history(view: StudyView, path: Path, title: str = "") -> bool:
