@@ -212,12 +212,13 @@ def default_seconds(dataset, epochs: int) -> float:
     return float(min(MAX_AUTO_SECONDS, max(DEFAULT_SECONDS, round(BUDGET_PER_ELEMENT * work))))
 
 
-def expected_trials(timeout: float | None, seconds: float) -> int | None:
+def expected_trials(timeout: float | None, seconds: float, workers: int = 1) -> int | None:
     """The trials a time-limited search is sized for (RE's population is a third of it):
-    4 per per-candidate budget of the time limit, since most candidates stop at a rung or
-    need a fraction of their budget (digits, 150 s: 60, population 20; mnist5k, 15 min: 32,
-    population 10). None without a time limit."""
-    return None if timeout is None else max(12, round(4 * timeout / seconds))
+    4 per per-candidate budget of the time limit and worker, since most candidates stop at
+    a rung or need a fraction of their budget (one worker: digits, 150 s: 60, population
+    20; mnist5k, 15 min: 32, population 10; two workers: mnist5k 64, population 21).
+    None without a time limit."""
+    return None if timeout is None else max(12, round(4 * max(1, workers) * timeout / seconds))
 
 
 def default_timeout(seconds: float) -> float:
@@ -338,7 +339,7 @@ class Search:
         self.objectives = objectives = config.objective_spec()
         strategy = STRATEGIES.get(config.strategy).create(self.space, StrategyOptions(
             seeds=tuple(seeds), population=config.population, tournament=config.tournament,
-            expected_trials=config.trials or expected_trials(config.timeout, seconds), stored=stored,
+            expected_trials=config.trials or expected_trials(config.timeout, seconds, self.workers), stored=stored,
             objectives=objectives,
         ))
         self.train_config = TrainConfig(

@@ -248,7 +248,7 @@ class RegularisedEvolution(Strategy):
             started = sum(1 for r in view.records if r.claim and r.origin == "init")
             if started < self.population:
                 return None
-            return list(view.scored[-self.population:])
+            return _youngest(view.scored, self.population)
         holders = []
         for _, arch in self.init:
             number = view.taken.get(arch.archid)
@@ -258,13 +258,28 @@ class RegularisedEvolution(Strategy):
         base = [holders[i % len(holders)] for i in range(self.population)]
         seeds = {arch.archid for _, arch in self.init}
         children = [r for r in view.scored if r.archid not in seeds]
-        return (base + children)[-self.population:]
+        return _youngest(base + children, self.population)
 
     def _arch(self, string: str) -> Architecture:
         arch = self._parsed.get(string)
         if arch is None:
             arch = self._parsed[string] = self.space.parse(string)
         return arch
+
+
+def _youngest(members: Sequence[TrialRecord], population: int) -> list[TrialRecord]:
+    """The population: the last ``population`` members to reach the full budget, topped up
+    with the last ones stopped at a rung while there are fewer (in study order).
+
+    Only full evaluations age the population: a mutation stopped at rung 0 (most of them,
+    on a task like mnist5k) does not push a member trained to the end out, so a good
+    parent survives as many full evaluations as the population holds, not a handful of
+    cheap rung stops."""
+    full = [i for i, m in enumerate(members) if not m.pruned]
+    keep = set(full[-population:])
+    if len(keep) < population:
+        keep.update([i for i, m in enumerate(members) if m.pruned][-(population - len(keep)):])
+    return [m for i, m in enumerate(members) if i in keep]
 
 
 #: The strategies by ``--strategy`` name: these, then installed packages' ``einnas.strategies``

@@ -143,6 +143,25 @@ def test_tournament_compares_at_the_same_fidelity(fake, members, winner):
     assert proposal.origin == "mutation" and proposal.parent == winner
 
 
+def test_only_full_evaluations_age_the_population(fake):
+    # population 2: the best member (trial 0, trained to the end) is followed by one more
+    # full member and five mutations stopped at a rung. Counting every scored trial it
+    # would have aged out; counting full evaluations only it is still a parent.
+    space = fake.make_space()
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(7)]
+    records = [_record(0, archs[0], "COMPLETE", 0.97), _record(1, archs[1], "COMPLETE", 0.5)]
+    records += [_record(i, archs[i], "PRUNED", 0.3, rung=0) for i in range(2, 7)]
+    strategy = RegularisedEvolution(space, population=2, tournament=30)
+    assert {strategy.propose(StudyView(records), 7, random.Random(s)).parent for s in range(5)} == {0}
+    # a third full member pushes the oldest full one (trial 0) out, pruned ones or not
+    records.append(_record(7, space.sample(rng), "COMPLETE", 0.6))
+    assert {strategy.propose(StudyView(records), 8, random.Random(s)).parent for s in range(5)} == {7}
+    # with fewer full members than places the latest pruned ones fill the population
+    pruned = [_record(i, a, "PRUNED", v, rung=0) for i, (a, v) in enumerate(zip(archs[:3], (0.9, 0.2, 0.4)))]
+    assert strategy.propose(StudyView(pruned), 3, random.Random(0)).parent == 2
+
+
 def test_trials_and_best_read_a_study_with_pruned_trials(fake, tmp_path, capsys):
     from einnas.cli import main
 
