@@ -14,7 +14,9 @@ gets a ``report(epoch, value)`` callback; each value goes into the trial
 (``trial.report``) as it is measured and the study's successive-halving pruner
 decides at each rung whether training goes on. A candidate stopped at a rung is
 told PRUNED with ``reason=pruned``, ``rung`` and ``rung_value``: it was evaluated,
-so it counts towards ``trials``.
+so it counts towards ``trials``. A multi-objective study (where Optuna's ``report``
+and pruners do not apply) ranks the candidates at a rung by their objectives instead
+(``_pareto_reporter``).
 
 Randomness: trial ``n`` proposes with ``random.Random(f"einnas:search:{seed}:{n}")``
 and trains its architecture with a seed derived from (seed, archid), so the same
@@ -34,10 +36,10 @@ from typing import TYPE_CHECKING, Callable
 
 from einnas.errors import ArchitectureError, PluginError
 from einnas.search.evaluators import Evaluation, Evaluator
-from einnas.search.fidelity import PARENT_CURVE
+from einnas.search.fidelity import PARENT_CURVE, keeps_up
 from einnas.search.records import (
-    ARCH, ARCHID, CURVE, DETAIL, IS_SEED, ORIGIN, PARAMS, PARENT, PRUNED_REASON, REASON, RUNG, RUNG_VALUE, SCORED_BY,
-    SECONDS, SURPLUS, WORKER, StudyView, TrialRecord, records_from_trials,
+    ARCH, ARCHID, CURVE, DETAIL, IS_SEED, ORIGIN, PARAMS, PARENT, PRUNED_REASON, REASON, RUNG, RUNG_POINTS,
+    RUNG_VALUE, SCORED_BY, SECONDS, SURPLUS, WORKER, StudyView, TrialRecord, records_from_trials,
 )
 from einnas.search.storage import (
     GRACE_PERIOD, HEARTBEAT_INTERVAL, Heartbeat, StaleMonitor, fail_lost_trials, release_trial, worker_identity,
@@ -100,7 +102,7 @@ def run_worker(
     stats = WorkerStats()
     if rungs is not None and not (rungs.active and evaluator.reports):
         rungs = None
-    if rungs is not None:
+    if rungs is not None and len(study.directions) == 1:
         study.pruner = rungs.pruner()  # trial.should_prune asks the study's pruner
     start = time.monotonic()
     while True:
@@ -157,8 +159,10 @@ def _run_trial(study, strategy, evaluator, seed, trials, heartbeat_interval, run
                     if rungs is None:
                         evaluation = chosen.evaluate(proposal.arch, tseed)
                     else:
-                        evaluation = chosen.evaluate(proposal.arch, tseed,
-                                                        report=_reporter(trial, reported, may_prune=not proposal.seed))
+                        reporter = (_pareto_reporter(study, trial, rungs, may_prune=not proposal.seed)
+                                    if len(study.directions) > 1 else
+                                    _reporter(trial, reported, may_prune=not proposal.seed))
+                        evaluation = chosen.evaluate(proposal.arch, tseed, report=reporter)
             except PluginError as error:  # a plugin's op failing: this trial fails, the search goes on
                 evaluation = Evaluation(False, reason=PLUGIN_ERROR, detail=str(error)[:300])
             frozen = _tell(study, trial, evaluator, evaluation, rungs, reported)
@@ -227,6 +231,35 @@ def _reporter(trial, reported: set[int], may_prune: bool = True):
         trial.report(value, epoch)
         reported.add(epoch)
         return may_prune and trial.should_prune()
+
+    return report
+
+
+def _pareto_reporter(study, trial, rungs: "Rungs", may_prune: bool = True):
+    """The ``report`` callback of one trial of a multi-objective study, where Optuna's
+    ``report`` and pruners do not apply: successive halving over the objectives (MO-ASHA,
+    ``pareto.promotes``). The evaluator (``objectives.ObjectiveEvaluator``) passes the
+    candidate's minimisation vector with that epoch's accuracy as ``point``; at a rung it
+    is recorded in the trial (``rung_points``, so every worker and a resumed search
+    compare with the same candidates) and the candidate continues if it is in the best
+    ``1/eta`` of the points at that rung, or keeps up with its parent (``fidelity``)."""
+    from einnas.search.pareto import promotes
+
+    points: dict[str, list[float]] = {}
+
+    def report(epoch: int, value: float, point=None) -> bool:
+        if value is None or not math.isfinite(value) or point is None or epoch not in rungs.steps:
+            return False
+        rung = str(rungs.steps.index(epoch))
+        points[rung] = [float(x) for x in point]
+        trial.set_user_attr(RUNG_POINTS, dict(points))
+        if not may_prune:
+            return False
+        others = [t.user_attrs[RUNG_POINTS][rung] for t in study.get_trials(deepcopy=False)
+                  if t.number != trial.number and rung in (t.user_attrs.get(RUNG_POINTS) or {})]
+        if promotes(points[rung], others, rungs.eta):
+            return False
+        return not keeps_up(value, epoch, trial.user_attrs.get(PARENT_CURVE))
 
     return report
 

@@ -173,6 +173,9 @@ class ObjectiveEvaluator(Evaluator):
         macs = analytic_macs(arch, self.input_shape, self.num_classes) if not o.default else None
         if macs is not None:
             extra[MACS] = macs
+        if report is not None and o.multi:
+            report = self._with_point(report, {"latency": latency, "macs": macs,
+                                                "params": arch.info.params if arch.info else None})
         evaluation = self.base.evaluate(arch, seed) if report is None else self.base.evaluate(arch, seed, report=report)
         evaluation = replace(evaluation, seconds=evaluation.seconds + spent, extra={**evaluation.extra, **extra})
         if o.max_latency is not None and latency is not None:
@@ -187,3 +190,17 @@ class ObjectiveEvaluator(Evaluator):
             evaluation.values = [float(found[n]) for n in o.names]
             evaluation.extra[ACCURACY] = evaluation.value
         return evaluation
+
+    def _with_point(self, report, known: dict):
+        """The multi-objective ``report`` callback (``search.loop._pareto_reporter``) given
+        each epoch's minimisation vector: that epoch's accuracy and the objectives known
+        before training (latency, parameters, MACs)."""
+        names = self.objectives.names
+
+        def report_point(epoch: int, value: float) -> bool:
+            values = [value if n == "accuracy" else known.get(n) for n in names]
+            if any(v is None for v in values):
+                return report(epoch, value)
+            return report(epoch, value, point=to_minimise(values, names))
+
+        return report_point

@@ -117,6 +117,28 @@ def _hv(pts: list[tuple], ref: tuple, d: int) -> float:
     return volume
 
 
+def promotes(point: Vector, others: Sequence[Vector], eta: int) -> bool:
+    """Multi-objective successive halving (MO-ASHA, Schmucker et al. 2021) with NSGA-II's
+    order: whether a candidate with ``point`` at a rung continues, given the ``others``
+    that reached the rung before it. It continues when it is among the first
+    ``max(1, n // eta)`` of the ``n`` points (its own included) sorted by non-dominated
+    rank, then by crowding distance (the less crowded first), as Optuna's successive
+    halving keeps the best ``n // eta`` accuracies. On ties it is placed after the others,
+    so a duplicate of a promoted point is not promoted for free."""
+    points = [*others, point]
+    n = len(points)
+    keep = max(1, n // max(1, eta))
+    ranks = non_dominated_ranks(points)
+    crowding = [0.0] * n
+    for rank in set(ranks):
+        front = [i for i in range(n) if ranks[i] == rank]
+        for i, distance in zip(front, crowding_distances([points[i] for i in front])):
+            crowding[i] = distance
+    me = n - 1
+    ahead = sum(1 for i in range(me) if (ranks[i], -crowding[i]) <= (ranks[me], -crowding[me]))
+    return ahead < keep
+
+
 def selection_keys(vectors: Sequence[Vector], levels: Sequence[int], violations: Sequence[float]) -> list[tuple]:
     """The NSGA-II tournament key of each population member (smaller wins; module docstring):
     (infeasible, violation, -level, rank, -crowding)."""

@@ -22,6 +22,8 @@ attributes, the architecture and how it was scored:
                  at each rung (``einnas.search.fidelity``)
 ``rung``         multi-fidelity: the rung (0 = the first) at which a pruned candidate
                  was stopped; ``rung_value`` its validation accuracy there
+``rung_points``  multi-objective multi-fidelity: ``{rung: minimisation vector}``, the
+                 candidate's objectives at each rung it reached (``search.loop``)
 ``latency_ms``   inference latency of the candidate's ONNX export in milliseconds
                  (float; ``einnas.evaluate.latency``), when measured: with a
                  ``latency`` objective or ``--max-latency``
@@ -81,6 +83,7 @@ IS_SEED = "is_seed"  # an --init seed architecture (Proposal.seed)
 SURPLUS = "surplus"
 PRUNED_REASON = "pruned"  # stopped at a multi-fidelity rung (trained briefly, counted)
 RUNG, RUNG_VALUE = "rung", "rung_value"
+RUNG_POINTS = "rung_points"  # multi-objective: {rung: minimisation vector} (search.loop)
 LATENCY_MS, LATENCY_SETTINGS, LATENCY_SECONDS = "latency_ms", "latency_settings", "latency_seconds"
 MACS, ACCURACY = "macs", "accuracy"
 FULL_LEVEL = 1_000  # the fitness level of a candidate trained to the full budget

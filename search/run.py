@@ -349,10 +349,6 @@ class Search:
         self.rungs = Rungs(config.epochs, config.min_epochs, config.eta) if config.prune else None
         if self.rungs is not None and not self.rungs.active:
             self.rungs = None  # no rung below the full budget (e.g. --epochs 1)
-        if objectives.multi:
-            # Optuna's pruners and Trial.report are single-objective: a multi-objective study
-            # trains every candidate to the full budget (its Pareto front compares like with like).
-            self.rungs = None
         evaluator = EVALUATORS.get(config.evaluator).create(EvaluatorContext(
             self.space, self.dataset, self.train_config, device=config.device, surrogate=config.surrogate,
             run={"command": " ".join(["einnas", *sys.argv[1:]])},

@@ -263,3 +263,41 @@ def test_a_candidate_that_cannot_be_timed_is_a_failed_trial_with_its_reason(fake
     e = ObjectiveEvaluator(base, Objectives(("accuracy", "latency")), space.input_shape,
                            space.num_classes).evaluate(space.sample(random.Random(1)), 0)
     assert not e.ok and e.reason == "latency_failed" and "unsupported op" in e.detail and e.values is None
+
+
+def test_multi_objective_study_prunes_at_rungs_by_the_objectives(fake, tmp_path):
+    """Optuna's pruners are single-objective; a multi-objective study compares candidates at
+    each rung by their objectives (MO-ASHA): some stop, each records its rung points, and
+    each decision is the one ``pareto.promotes`` gives on the points before it."""
+    from einnas.search import open_study, run_worker
+    from einnas.search.fidelity import Rungs, keeps_up
+    from einnas.search.pareto import ParetoEvolution, promotes
+    from einnas.search.records import RUNG_POINTS
+
+    objectives = Objectives(("accuracy", "params"))
+    space = fake.make_space()
+    seed_arch = space.sample(__import__("random").Random(99))
+    strategy = ParetoEvolution(space, 4, 2, [("s", seed_arch)], objectives=objectives)
+    evaluator = ObjectiveEvaluator(fake.FidelityEvaluator(epochs=9), objectives, space.input_shape,
+                                   space.num_classes)
+    path = str(tmp_path / "s.journal")
+    study = open_study(open_storage(path), "s", fake.settings_for(strategy, evaluator, 0), shown=path,
+                       directions=objectives.directions)
+    run_worker(study, strategy, evaluator, seed=0, trials=16, rungs=Rungs(epochs=9))
+    view = StudyView.of(study)
+    assert view.counted == 16 and view.pruned >= 2 and view.completed
+    trials = sorted((t for t in study.trials if RUNG_POINTS in t.user_attrs), key=lambda t: t.number)
+    assert len(trials) == 16  # every candidate (the seed too) reached rung 0 and recorded its point
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert trials[0].user_attrs.get("is_seed") and trials[0].state.name == "COMPLETE"
+    for i, t in enumerate(trials):  # one worker: the points at rung 0 before a trial are its predecessors'
+        point = t.user_attrs[RUNG_POINTS]["0"]
+        assert point == [-t.user_attrs["curve"][0], t.user_attrs["params"]]
+        before = [u.user_attrs[RUNG_POINTS]["0"] for u in trials[:i]]
+        continued = t.state.name == "COMPLETE" or t.user_attrs.get("rung", 0) > 0
+        if i == 0:
+            continue  # the seed is never stopped
+        expected = promotes(point, before, 3) or keeps_up(-point[0], 1, t.user_attrs.get("parent_curve"))
+        assert continued == expected, t.number
+    front = {t.number for t in study.best_trials}
+    assert front and all(study.trials[n].state.name == "COMPLETE" for n in front)

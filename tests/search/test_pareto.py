@@ -145,3 +145,20 @@ def test_front_ranker_measures_candidates_and_ranks_feasible_by_ehvi(fake):
     ehvi = [m * (ref - lat) for m, lat in zip((0.9, 0.5, 0.7, 0.6), latencies)]  # empty front: one box each
     feasible = [i for i in range(4) if i != slowest]
     assert sorted(feasible, key=lambda i: -scores[i]) == sorted(feasible, key=lambda i: -ehvi[i])
+
+
+def test_promotion_at_a_rung_by_rank_then_crowding():
+    from einnas.search.pareto import promotes
+
+    assert promotes((0.0, 1.0), [], 3)  # the first at a rung always continues
+    others = [(-0.9, 1.0), (-0.8, 0.5), (-0.7, 0.2)]  # one front of three
+    assert not promotes((-0.6, 2.0), others, 3)  # dominated by all: n 4, keep 1
+    assert promotes((-0.95, 0.1), others, 3)  # dominates all: rank 0 alone
+    # n 6, keep 2: a point on the first front beside one other (both extremes there)
+    assert promotes((-0.9, 0.1), [(-0.95, 0.5), (-0.5, 0.5), (-0.4, 0.6), (-0.3, 0.7), (-0.2, 0.8)], 3)
+    # a duplicate of the one point before it ties and is placed after it: n 2, keep 1
+    assert not promotes((-0.8, 0.5), [(-0.8, 0.5)], 3)
+    # with eta 2 and 6 others the best three of seven continue: the fourth of one line does not
+    line = [(-1.0 + 0.1 * i, 0.0 + 0.1 * i) for i in range(7)]  # each dominates the next
+    assert promotes(line[2], line[:2] + line[3:], 2)
+    assert not promotes(line[3], line[:3] + line[4:], 2)
