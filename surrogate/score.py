@@ -194,7 +194,7 @@ class Scorer:
         With ``dataset=``, a file whose input or classes do not fit raises :class:`DatasetError`.
         """
         from einnas.surrogate.features import describe_file
-        from einnas.surrogate.proxyfeatures import compute_onnx
+        from einnas.surrogate.proxyfeatures import compute_onnx, too_large
 
         start = time.perf_counter()
         graphs, names, values, reasons, out = [], [], [], [], {}
@@ -209,8 +209,12 @@ class Scorer:
                                                 f"{_one_line(str(error))})")
                 continue
             self.check_shape(graph, str(path))
-            value, reason = (compute_onnx(path, batch=self.batch) if self.use_proxies
-                             else (None, "turned off" if self.predictor.config.use_proxies else None))
+            large = too_large(int(graph.summary.get("params", 0)), int(graph.summary.get("macs", 0)))
+            if self.use_proxies and large is None:
+                value, reason = compute_onnx(path, batch=self.batch)
+            else:
+                value, reason = None, (large if self.use_proxies else
+                                       "turned off" if self.predictor.config.use_proxies else None)
             graphs.append(graph)
             names.append(str(path))
             values.append(value)
