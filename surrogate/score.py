@@ -191,7 +191,7 @@ class Scorer:
     def score_files(self, paths: Sequence[str | Path]) -> list[Score]:
         """Score ONNX files; a file that cannot be read gets a :class:`Score` with ``error`` set.
 
-        With ``dataset=``, a file whose input or classes do not fit raises :class:`DatasetError`.
+        With ``dataset=``, a file whose input or classes do not fit gets ``error`` set too.
         """
         from einnas.surrogate.features import describe_file
         from einnas.surrogate.proxyfeatures import compute_onnx, too_large
@@ -208,7 +208,11 @@ class Scorer:
                 out[i] = Score(str(path), error=f"{path}: cannot be scored ({type(error).__name__}: "
                                                 f"{_one_line(str(error))})")
                 continue
-            self.check_shape(graph, str(path))
+            try:
+                self.check_shape(graph, str(path))
+            except DatasetError as error:  # this file's error; the others are still scored
+                out[i] = Score(str(path), error=_one_line(str(error)))
+                continue
             large = too_large(int(graph.summary.get("params", 0)), int(graph.summary.get("macs", 0)))
             if self.use_proxies and large is None:
                 value, reason = compute_onnx(path, batch=self.batch)
