@@ -377,7 +377,7 @@ def _lark_grammar_error(message: str, path: str) -> str:
     if found:  # an unclosed quote or bracket: lark's context lines follow
         return f"{path}:{found[1]}:{found[2]}: grammar syntax error (unexpected input)"
     if "collision" in text:  # two rules derive the same text: the parser could not tell them apart
-        names = list(dict.fromkeys(re.findall(r"<(\w+) :", text)))
+        names = sorted(set(re.findall(r"<(\w+) :", text)))  # sorted: lark lists them in hash order
         return (f"{path}: ambiguous grammar: rules {' and '.join(repr(n) for n in names)} can derive the same text "
                 "(a rule that only repeats another, or a rule that is its own only alternative)")
     return f"{path}: {text.splitlines()[0]}"

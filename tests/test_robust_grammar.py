@@ -40,9 +40,9 @@ def test_an_import_of_a_missing_grammar_is_a_grammar_error():
 
 
 @pytest.mark.parametrize("text, rules", [
-    ("start: network\nnetwork: network\n", "'start' and 'network'"),
+    ("start: network\nnetwork: network\n", "'network' and 'start'"),
     (_edit("module: computation         // p=0.32", "module: copy         // p=0.32")
-     + '\ncopy: "sequential(" module "," module ")"\n', "'sequential' and 'copy'"),
+     + '\ncopy: "sequential(" module "," module ")"\n', "'copy' and 'sequential'"),
 ])
 def test_rules_the_parser_cannot_tell_apart_are_named_on_one_line(text, rules):
     with pytest.raises(GrammarError) as info:
@@ -93,3 +93,64 @@ def test_cli_unknown_operation_in_a_user_grammar_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and f"my.lark:{_line_of(path.read_text(), 'pos_encx')}" in proc.stderr
     assert "unknown operation 'pos_encx'" in proc.stderr
+
+
+BAD_PLUGINS = {  # body after "import torch; from einnas.grammar import register_op", op name OP
+    "build_raises": "@register_op(OP)\ndef b(state, args):\n    raise KeyError('boom')\n",
+    "build_returns_int": "@register_op(OP)\ndef b(state, args):\n    return 5\n",
+    "params_raise": "@register_op(OP, params=lambda s, a: {}['x'])\ndef b(state, args):\n    return torch.nn.Identity()\n",
+    "params_negative": "@register_op(OP, params=lambda s, a: -10**9)\ndef b(state, args):\n    return torch.nn.Identity()\n",
+    "params_float": "@register_op(OP, params=lambda s, a: 2.5)\ndef b(state, args):\n    return torch.nn.Identity()\n",
+    "sys_exit": "import sys\nsys.exit(3)\n",
+}
+EXPECTED = {
+    "build_raises": "the builder of operation 'OP' raised KeyError: 'boom'",
+    "build_returns_int": "the builder of operation 'OP' returned int 5; expected a torch.nn.Module",
+    "params_raise": "the params rule of operation 'OP' raised KeyError",
+    "params_negative": "the params rule of operation 'OP' returned -1000000000",
+    "params_float": "the params rule of operation 'OP' returned 2.5",
+    "sys_exit": "called sys.exit(3) while being imported",
+}
+
+
+def test_plugins_whose_builder_or_params_rule_fail_are_one_line_exit_2(tmp_path):
+    # Before: KeyError / TypeError tracebacks (exit 1), a negative count accepted, sys.exit ending einnas silently.
+    # One fresh process for all cases, so the broken ops never reach this process's registry.
+    import json
+
+    for name, body in BAD_PLUGINS.items():
+        op = f"robust_{name}"
+        (tmp_path / f"{name}.py").write_text("import torch\nfrom einnas.grammar import register_op\n"
+                                             + body.replace("OP", repr(op)))
+        (tmp_path / f"{name}.lark").write_text(_edit('| "pos_enc"', f'| "pos_enc"\n           | "{op}"  // p=0.9'))
+    script = (
+        "import contextlib, io, json, sys\nfrom einnas.cli import main\nout = {}\n"
+        f"for name in {sorted(BAD_PLUGINS)!r}:\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):\n"
+        f"        rc = main(['sample', '-n', '5', '--input-shape', '1,8,8', '--grammar', {str(tmp_path)!r} + f'/{{name}}.lark',"
+        f" '--plugin', {str(tmp_path)!r} + f'/{{name}}.py'])\n"
+        "    out[name] = [rc, err.getvalue()]\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.splitlines()[-1])
+    for name, (rc, stderr) in results.items():
+        assert rc == 2, (name, stderr)
+        assert stderr.count("\n") == 1 and f"plugin {tmp_path}/{name}.py" in stderr, (name, stderr)
+        assert EXPECTED[name].replace("OP", f"robust_{name}") in stderr, (name, stderr)
+        assert "plugin plugin" not in stderr
+
+
+def test_an_export_whose_forward_raises_outside_the_usual_types_is_one_line():
+    import torch
+
+    from einnas.grammar.export import export_onnx
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise KeyError("fwd")
+
+    with pytest.raises(ArchitectureError, match=r"^cannot export to ONNX: the forward pass raised KeyError: 'fwd'$"):
+        export_onnx(Broken(), (4,), 2)
