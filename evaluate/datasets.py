@@ -53,6 +53,8 @@ MAX_ARRAY_BYTES = 16 * 2**30
 #: Refuse more classes than this (a stray label of 10**9 would otherwise make a head of a
 #: billion outputs); ImageNet-21k has about 21,000.
 MAX_CLASSES = 100_000
+#: Refuse a ``metadata`` file larger than this before parsing it.
+MAX_METADATA_BYTES = 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,7 +221,11 @@ def _read_metadata(folder: Path) -> tuple[int | None, str]:
     else:
         return None, ""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:  # bounded: a metadata file is a few lines (and may be a link to anything)
+            data = handle.read(MAX_METADATA_BYTES + 1)
+        if len(data) > MAX_METADATA_BYTES:
+            raise DatasetError(f"{path}: larger than {MAX_METADATA_BYTES:,} bytes; expected a small JSON object")
+        meta = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DatasetError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(meta, dict):

@@ -296,7 +296,11 @@ def read_user_text(path: str | Path, max_bytes: int, error: type, what: str) -> 
     try:
         if file.stat().st_size > max_bytes:
             raise error(f"{path}: {what} is larger than {max_bytes} bytes")
-        return file.read_text(encoding="utf-8")
+        with open(file, "rb") as handle:  # bounded: /dev/zero or a growing file reports size 0
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise error(f"{path}: {what} is larger than {max_bytes} bytes")
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as problem:
@@ -373,9 +377,9 @@ def _lark_grammar_error(message: str, path: str) -> str:
     import re
 
     text = message.strip()
-    found = re.match(r"Unexpected input at line (\d+) column (\d+)", text)
-    if found:  # an unclosed quote or bracket: lark's context lines follow
-        return f"{path}:{found[1]}:{found[2]}: grammar syntax error (unexpected input)"
+    found = re.match(r"Unexpected (.{1,40}?),? at line (\d+) column (\d+)", text)
+    if found:  # an unclosed quote or bracket, a stray colon: lark's context lines follow
+        return f"{path}:{found[2]}:{found[3]}: grammar syntax error (unexpected {found[1].lower()})"
     if "collision" in text:  # two rules derive the same text: the parser could not tell them apart
         names = sorted(set(re.findall(r"<(\w+) :", text)))  # sorted: lark lists them in hash order
         return (f"{path}: ambiguous grammar: rules {' and '.join(repr(n) for n in names)} can derive the same text "
