@@ -194,6 +194,10 @@ class Command:
 # --- grammar commands -------------------------------------------------------
 
 
+#: Most architectures one ``einnas sample`` draws.
+MAX_SAMPLE = 1_000_000
+
+
 class Sample(Command):
     name = "sample"
     help = "sample architectures from the grammar"
@@ -210,6 +214,9 @@ class Sample(Command):
     def run(self, args):
         from einnas.grammar import sample
 
+        if args.n > MAX_SAMPLE:  # they are all held (and sorted into a table) before printing
+            raise UsageError(f"-n {args.n}: at most {MAX_SAMPLE:,} architectures per call "
+                             "(draw more with other --seed values)")
         grammar = load_grammar_from(args)
         shape = parse_shape(args.input_shape)
         rows = []

@@ -50,6 +50,11 @@ SPLIT_SEED = 0
 VALID_FRACTION = 0.2
 #: Refuse any single array larger than this (bytes, uncompressed) before reading it.
 MAX_ARRAY_BYTES = 16 * 2**30
+#: Refuse more classes than this (a stray label of 10**9 would otherwise make a head of a
+#: billion outputs); ImageNet-21k has about 21,000.
+MAX_CLASSES = 100_000
+#: Refuse a ``metadata`` file larger than this before parsing it.
+MAX_METADATA_BYTES = 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,7 +221,11 @@ def _read_metadata(folder: Path) -> tuple[int | None, str]:
     else:
         return None, ""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:  # bounded: a metadata file is a few lines (and may be a link to anything)
+            data = handle.read(MAX_METADATA_BYTES + 1)
+        if len(data) > MAX_METADATA_BYTES:
+            raise DatasetError(f"{path}: larger than {MAX_METADATA_BYTES:,} bytes; expected a small JSON object")
+        meta = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DatasetError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(meta, dict):
@@ -323,6 +332,10 @@ def _check_pair(x: np.ndarray, y: np.ndarray, xname: str, yname: str) -> tuple[n
         raise DatasetError(f"{yname}: dtype {y.dtype} is not an integer label type")
     if y.min() < 0:
         raise DatasetError(f"{yname}: negative label {int(y.min())}; labels must be 0..classes-1")
+    if y.max() >= MAX_CLASSES:  # before the int64 cast, which would wrap 2**63 (uint64) or 1e20 (float)
+        raise DatasetError(f"{yname}: label {int(y.max())} means more than the {MAX_CLASSES:,} classes einnas accepts")
+    if 0 in x.shape[1:]:
+        raise DatasetError(f"{xname}: sample shape {x.shape[1:]} has no elements")
     return (x[:, :, None] if x.ndim == 2 else x), y.astype(np.int64)
 
 
@@ -363,6 +376,9 @@ def _build(name, pairs, num_classes, source, notes, names, meta) -> Dataset:
             raise DatasetError(f"{yname}: label {int(y.max())} outside 0..{num_classes - 1}{where}")
     if num_classes < 2:
         raise DatasetError(f"{source or name}: needs at least 2 classes, found {num_classes}")
+    if num_classes > MAX_CLASSES:
+        where = f" (from {meta})" if meta else ""
+        raise DatasetError(f"{source or name}: num_classes {num_classes:,}{where} is over the limit of {MAX_CLASSES:,}")
     return _normalise(name, tuple(int(d) for d in shape), num_classes, checked, source, notes)
 
 
@@ -375,8 +391,20 @@ def _normalise(name, shape, num_classes, checked, source, notes) -> Dataset:
     var, mean = torch.var_mean(xs[0], dim=axes, keepdim=True)
     std = var.sqrt()
     std = torch.where(std > 1e-8, std, torch.ones_like(std))  # constant channels stay unscaled
-    for x in xs:
-        x.sub_(mean).div_(std)
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        # Values near float32's limit overflow the float32 statistics (std inf: every sample
+        # would become 0). In float64, scaling before centring, they stay finite.
+        var, mean = torch.var_mean(xs[0].double(), dim=axes, keepdim=True)
+        std = torch.where(var.sqrt() > 1e-8, var.sqrt(), torch.ones_like(var))
+        mean, std = (mean / std).float(), std.float()
+        for x in xs:
+            x.div_(std).sub_(mean)
+    else:
+        for x in xs:
+            x.sub_(mean).div_(std)
+    for (x, _, xname, _), split in zip(checked, xs):
+        if not torch.isfinite(split).all():
+            raise DatasetError(f"{xname}: values too large to normalise with train's statistics in float32")
     splits = [(x, torch.from_numpy(y)) for x, (_, y, *_) in zip(xs, checked)]
     return Dataset(
         name=name, input_shape=shape, num_classes=num_classes,

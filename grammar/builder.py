@@ -10,11 +10,18 @@ which is mathematically identical and much faster.
 
 from __future__ import annotations
 
-from einnas.errors import UsageError
+from einnas.errors import ArchitectureError, UsageError
 from einnas.grammar.interpret import TreeInterpreter
 from einnas.grammar.registry import IMAGE, REGISTRY, State
 from einnas.grammar.shapes import Shapes, analyse
 from einnas.grammar.tree import HEADS, Architecture, Node
+
+#: Largest network :func:`build_network` allocates: 2**29 float32 parameters are 2 GiB, what
+#: one ONNX file holds; an architecture string such as linear(10**12) is refused before torch
+#: tries to allocate it (a MemoryError, a C++ overflow, or the OOM killer).
+MAX_BUILD_PARAMS = 2**29
+#: Activations (elements of all intermediate tensors) of one sample, 4 GiB of float32.
+MAX_BUILD_ACTIVATIONS = 2**30
 
 
 def _leaf_op(grammar, node: Node):
@@ -108,6 +115,11 @@ def build_network(arch: Architecture, input_shape, num_classes: int = 10, head: 
         raise UsageError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
     outputs: dict = {}
     info = analyse(arch, input_shape, num_classes, head, outputs=outputs)
+    if info.params > MAX_BUILD_PARAMS or info.activations > MAX_BUILD_ACTIVATIONS:
+        raise ArchitectureError(
+            f"the architecture has {info.params:,} parameters and {info.activations:,} activations per sample for "
+            f"input {'x'.join(map(str, input_shape))}; einnas builds at most {MAX_BUILD_PARAMS:,} and "
+            f"{MAX_BUILD_ACTIVATIONS:,} (allocating it would exhaust memory)")
     backbone, out = Builder(arch.grammar, outputs, fuse).visit(arch.tree, State.for_input(tuple(input_shape)), 0)
     if out.mode == IMAGE:
         pool, features = (2, 3), out.shape[0]

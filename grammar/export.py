@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from einnas.errors import ArchitectureError, ModelError, UsageError
+from einnas.errors import ArchitectureError, EinnasError, ModelError, UsageError
 
 if TYPE_CHECKING:
     import onnx
@@ -122,6 +122,12 @@ def _export(module: "torch.nn.Module", input_shape: tuple, exporter: str, opset:
     except (RuntimeError, TypeError, ValueError, IndexError, torch.onnx.errors.OnnxExporterError) as error:
         message = str(error).strip().splitlines()
         raise ArchitectureError(f"cannot export to ONNX: {message[0] if message else type(error).__name__}") from None
+    except EinnasError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a plugin op's forward is foreign code (KeyError, ...)
+        message = str(error).strip().splitlines()
+        raise ArchitectureError(f"cannot export to ONNX: the forward pass raised {type(error).__name__}"
+                                f"{': ' + message[0] if message else ''}") from None
     finally:
         module.train(was_training)
         torch.set_num_threads(threads)

@@ -68,7 +68,7 @@ def _linear_builder(scale):
 
 _ABSOLUTE = lambda last, n: n  # noqa: E731
 _TIMES = lambda last, k: last * k  # noqa: E731
-_DIVIDED = lambda last, k: last / k  # noqa: E731
+_DIVIDED = lambda last, k: last / k if k else 0  # noqa: E731  (linear_div(0): "width 0 is not a positive integer")
 
 register_op("linear", shape=_linear_shape(_ABSOLUTE), params=_linear_params(_ABSOLUTE), nargs=1, width_args=(0,),
             doc="linear(N): fully connected layer on the last axis, to N features")(_linear_builder(_ABSOLUTE))

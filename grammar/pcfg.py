@@ -174,12 +174,17 @@ def _scan_annotations(text: str, path: str) -> dict[tuple[str, int], tuple[int, 
             continue
         if rule is None:
             continue
+        alternatives = 0
         for part in _top_level_bars(code):
             if part == "|":
                 index += 1
             elif part.strip():
                 found.setdefault((rule, index), (lineno, None))
+                alternatives += 1
         prob = _prob_text(comment, f"{path}:{lineno}") if comment else None
+        if prob is not None and alternatives > 1:  # which one it belongs to would be a guess
+            raise GrammarError(f"{path}:{lineno}: 'p=' after {alternatives} alternatives on one line; "
+                               "write one alternative per line when you annotate it")
         if prob is not None:
             found[(rule, index)] = (found.get((rule, index), (lineno, None))[0],
                                     _eval_prob(prob, f"{path}:{lineno}"))
@@ -291,7 +296,11 @@ def read_user_text(path: str | Path, max_bytes: int, error: type, what: str) -> 
     try:
         if file.stat().st_size > max_bytes:
             raise error(f"{path}: {what} is larger than {max_bytes} bytes")
-        return file.read_text(encoding="utf-8")
+        with open(file, "rb") as handle:  # bounded: /dev/zero or a growing file reports size 0
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise error(f"{path}: {what} is larger than {max_bytes} bytes")
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as problem:
@@ -313,11 +322,13 @@ def grammar_from_text(text: str, path: str = "<grammar>", plugins: tuple = ()) -
     try:
         parser = lark.Lark(text, parser="lalr", lexer="contextual", keep_all_tokens=True, start="start")
     except lark.exceptions.GrammarError as error:
-        raise GrammarError(f"{path}: {str(error).strip().splitlines()[0]}") from None
+        raise GrammarError(_lark_grammar_error(str(error), path)) from None
     except lark.exceptions.UnexpectedInput as error:
         raise GrammarError(f"{path}:{error.line}:{error.column}: grammar syntax error") from None
     except lark.exceptions.LarkError as error:
         raise GrammarError(f"{path}: {str(error).strip().splitlines()[0]}") from None
+    except OSError as error:  # %import of a grammar file that is not there or not readable
+        raise GrammarError(f"{path}: %import failed: {error.strerror or error}: {error.filename!r}") from None
 
     notes = _scan_annotations(text, path)
     rules: dict[str, Rule] = {}
@@ -359,6 +370,21 @@ def grammar_from_text(text: str, path: str = "<grammar>", plugins: tuple = ()) -
                 alt.plan = _plan(alt, rules, path)
     signatures = {name: {alt.signature(): alt.index for alt in rule.alternatives} for name, rule in rules.items()}
     return Grammar(rules, text, path, parser, _min_heights(rules), signatures, tuple(plugins))
+
+
+def _lark_grammar_error(message: str, path: str) -> str:
+    """Lark's multi-line grammar errors as one line naming the file (and the line where lark knows it)."""
+    import re
+
+    text = message.strip()
+    found = re.match(r"Unexpected (.{1,40}?),? at line (\d+) column (\d+)", text)
+    if found:  # an unclosed quote or bracket, a stray colon: lark's context lines follow
+        return f"{path}:{found[2]}:{found[3]}: grammar syntax error (unexpected {found[1].lower()})"
+    if "collision" in text:  # two rules derive the same text: the parser could not tell them apart
+        names = sorted(set(re.findall(r"<(\w+) :", text)))  # sorted: lark lists them in hash order
+        return (f"{path}: ambiguous grammar: rules {' and '.join(repr(n) for n in names)} can derive the same text "
+                "(a rule that only repeats another, or a rule that is its own only alternative)")
+    return f"{path}: {text.splitlines()[0]}"
 
 
 def _resolve_op(literal: str, where: str, rule: str) -> OpCall:

@@ -57,6 +57,8 @@ def _import(plugin: str, key: str) -> None:
             importlib.import_module(plugin)
     except EinnasError:
         raise
+    except SystemExit as error:  # sys.exit() in a plugin would end einnas with no word why
+        raise PluginError(f"plugin {plugin} called sys.exit({error.code!r}) while being imported") from None
     except Exception as error:  # a plugin is foreign code: any failure is reported as one line
         where = ""
         tb = error.__traceback__

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Union
 
@@ -175,12 +176,14 @@ def register_op(
 
     def decorate(build: Builder) -> Builder:
         source = _CURRENT_SOURCE[-1]
-        rule = shape or _same_state
-        if source != "einnas" and shape is not None:
-            rule = _guarded_rule(shape, name, source)
+        rule, builder, counter = shape or _same_state, build, params
+        if source != "einnas":
+            rule = _guarded_rule(shape, name, source) if shape is not None else rule
+            builder = _guarded_build(build, name, source)
+            counter = _guarded_params(params, name, source) if params is not None else None
         REGISTRY.add(
             OpSpec(
-                name=name, build=build, kind=kind, shape=rule, params=params,
+                name=name, build=builder, kind=kind, shape=rule, params=counter,
                 nargs=allowed, sampled=sampled, doc=doc or (build.__doc__ or "").strip().split("\n")[0],
                 source=source, width_args=tuple(width_args),
             )
@@ -198,14 +201,55 @@ def _guarded_rule(rule: ShapeRule, name: str, source: str) -> ShapeRule:
         try:
             out = rule(state, args)
         except Exception as error:  # noqa: BLE001 - any bug in user code becomes one line
-            raise PluginError(f"plugin {source}: the shape rule of operation '{name}' raised "
+            raise PluginError(f"{source}: the shape rule of operation '{name}' raised "
                               f"{type(error).__name__}: {error}") from None
         if isinstance(out, (State, str)) or (isinstance(out, tuple) and out and all(isinstance(o, State) for o in out)):
             return out
-        raise PluginError(f"plugin {source}: the shape rule of operation '{name}' returned "
+        raise PluginError(f"{source}: the shape rule of operation '{name}' returned "
                           f"{type(out).__name__} {out!r:.60}; expected a State, a tuple of States or a reason string")
 
     guarded.__wrapped__ = rule
+    return guarded
+
+
+def _guarded_build(build: Builder, name: str, source: str) -> Builder:
+    """A plugin's builder that fails in one line: raising, or returning something that is not a torch module."""
+
+    def guarded(state, args):
+        from torch import nn
+
+        try:
+            module = build(state, args)
+        except Exception as error:  # noqa: BLE001 - any bug in user code becomes one line
+            raise PluginError(f"{source}: the builder of operation '{name}' raised {type(error).__name__}: {error}") from None
+        if not isinstance(module, nn.Module):
+            raise PluginError(f"{source}: the builder of operation '{name}' returned {type(module).__name__} "
+                              f"{module!r:.60}; expected a torch.nn.Module")
+        return module
+
+    guarded.__wrapped__ = build
+    guarded.__doc__ = build.__doc__
+    return guarded
+
+
+def _guarded_params(params, name: str, source: str):
+    """A plugin's parameter count that fails in one line: raising, or not a non-negative integer."""
+
+    def guarded(state, args):
+        try:
+            count = params(state, args)
+        except Exception as error:  # noqa: BLE001
+            raise PluginError(f"{source}: the params rule of operation '{name}' raised {type(error).__name__}: {error}") from None
+        try:
+            value = operator.index(count)  # ints and NumPy integers; not floats, strings or None
+        except TypeError:
+            value = -1
+        if isinstance(count, bool) or value < 0:
+            raise PluginError(f"{source}: the params rule of operation '{name}' returned {count!r:.60}; "
+                              "expected a non-negative integer")
+        return value
+
+    guarded.__wrapped__ = params
     return guarded
 
 

@@ -27,6 +27,7 @@ system attributes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -86,13 +87,18 @@ def open_storage(
     """Open (and with ``create``, make) the storage named by ``spec``: a journal file path or
     a database URL. Raises :class:`StudyError` when it cannot be used."""
     spec = str(spec)
+    if not spec.strip():
+        raise StudyError("--storage is empty; give a journal file path or a database URL")
     if is_url(spec):
+        _check_sqlite_file(spec, create)
         return _open_rdb(spec, heartbeat_interval, grace_period)
     import optuna
 
     path = Path(spec)
     if path.is_dir():
         raise StudyError(f"{spec}: is a folder; --storage takes a journal file path or a database URL")
+    if path.exists() and not path.is_file():
+        raise StudyError(f"{spec}: not a regular file; --storage takes a journal file path or a database URL")
     if not create and not path.is_file():
         raise StudyError(f"{spec}: no such study file")
     _check_journal(path)
@@ -111,7 +117,8 @@ def open_storage(
         return optuna.storages.JournalStorage(backend)
     except OSError as error:
         raise StudyError(f"{spec}: cannot open journal file ({error.strerror or error})") from None
-    except (ValueError, KeyError, TypeError) as error:  # JSON that is not an Optuna journal
+    except (ValueError, KeyError, TypeError, AssertionError) as error:  # JSON that is not an Optuna journal
+        # (AssertionError: Optuna's replay meeting an unknown op_code.)
         raise StudyError(f"{spec}: not an Optuna journal file ({type(error).__name__}: {error})") from None
 
 
@@ -215,6 +222,47 @@ def _check_journal(path: Path) -> None:
         raise StudyError(f"{path}: not an Optuna journal file (its first line is not a journal entry)")
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file of an ``sqlite:///FILE`` URL (None for other URLs and in-memory databases)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - an unparsable URL fails in _open_rdb with its message
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _check_sqlite_file(url: str, create: bool) -> None:
+    """An ``sqlite:///FILE`` that a read must not create, or that is someone else's database:
+    Optuna would create the file, or add its tables to a database it does not own."""
+    import sqlite3
+
+    path = _sqlite_path(url)
+    if path is None:
+        return
+    shown = describe_storage(url)
+    if not path.exists():
+        if not create:
+            raise StudyError(f"{shown}: no such database file")
+        return
+    if not path.is_file():
+        raise StudyError(f"{shown}: {path} is not a regular file")
+    if path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as error:
+        raise StudyError(f"{shown}: not an SQLite database ({error})") from None
+    if tables and "studies" not in tables:
+        listed = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
+        raise StudyError(f"{shown}: an SQLite database without Optuna's tables (it has {listed}); "
+                         "einnas leaves it alone: give another --storage")
+
+
 def _open_rdb(url: str, heartbeat_interval: int, grace_period: int):
     import optuna
     import sqlalchemy.exc
@@ -314,6 +362,8 @@ def stored_settings(spec: str, name: str) -> dict | None:
     the study instead of being refused."""
     if not is_url(spec) and not Path(spec).is_file():
         return None
+    if is_url(spec) and _sqlite_path(spec) is not None and not _sqlite_path(spec).exists():
+        return None  # a new database file, made by the search itself
     storage = open_storage(spec, create=False)
     try:
         study_id = storage.get_study_id_from_name(name)
@@ -328,9 +378,10 @@ def load_study(storage, name: str | None, shown: str):
 
     names = [s.study_name for s in storage.get_all_studies()]
     if name is None:
+        if not names:
+            raise StudyError(f"{shown}: holds no study")
         if len(names) != 1:
-            listed = ", ".join(names) if names else "none"
-            raise StudyError(f"{shown}: give --study-name (studies: {listed})")
+            raise StudyError(f"{shown}: give --study-name (studies: {', '.join(names)})")
         name = names[0]
     if name not in names:
         raise StudyError(f"{shown}: no study named {name!r} (studies: {', '.join(names) or 'none'})")
@@ -348,7 +399,10 @@ def open_existing(storage: str | None, study_name: str | None, out: str | None =
         else:
             raise StudyError("give --storage FILE_OR_URL or --study-name NAME")
     shown = describe_storage(storage)
-    return load_study(open_storage(storage, create=False), study_name, shown), shown
+    study = load_study(open_storage(storage, create=False), study_name, shown)
+    if not isinstance(study.user_attrs.get(CONFIG_ATTR), dict):  # another tool's Optuna study
+        raise StudyError(f"study {study.study_name!r} in {shown}: not an einnas study (no {CONFIG_ATTR!r} settings)")
+    return study, shown
 
 
 # --- worker liveness ------------------------------------------------------------------------

@@ -260,7 +260,9 @@ def convert_onnx(source, *, name: str | None = None) -> Converted:
     from einnas.surrogate.onnx_io import read_model
 
     name = name or (str(source) if not isinstance(source, (bytes, bytearray, onnx.ModelProto)) else "model")
-    original = read_model(source)
+    # External weights are read here, from inside the model's folder only: left as
+    # references, onnx2torch would resolve them against the working directory.
+    original = read_model(source, load_external=True)
     model = onnx.ModelProto()
     model.CopyFrom(original)
     value, dims = _graph_input(model, name)

@@ -138,10 +138,13 @@ def _naswot_from(kernel) -> float:
 
 
 def _jacov_from(jacobians) -> float:
+    import warnings
+
     import numpy as np
 
     j = jacobians.reshape(jacobians.shape[0], -1).double().numpy()
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one input element: "Degrees of freedom <= 0"
         corr = np.corrcoef(j)
     if not np.all(np.isfinite(corr)):
         return math.nan
@@ -436,7 +439,7 @@ def _naswot_without_torch(source, batch, seed: int, batch_size: int, batch_name:
     from einnas.surrogate.onnx_io import read_model
     from einnas.surrogate.ort_proxies import naswot_onnxruntime
 
-    model = read_model(source)
+    model = read_model(source, load_external=True)  # onnxruntime would look for external data in the working directory
     try:
         _, dims = _graph_input(model, "model")
     except ConversionError:

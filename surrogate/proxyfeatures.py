@@ -21,6 +21,13 @@ from einnas.errors import EinnasError
 
 CACHE_VERSION = 1
 
+#: The largest file whose proxies ``score`` computes. Past these, converting the file and
+#: running a batch forward and backward takes tens of seconds to minutes on a CPU
+#: (VGG-19, 144M parameters and 20G MACs: about two minutes), far from any predictor's
+#: training range anyway; such a file is scored without proxies and the note says so.
+MAX_PROXY_PARAMS = 50_000_000
+MAX_PROXY_MACS = 1_000_000_000
+
 
 def _names() -> tuple:
     """The proxies used as features: all but ``flops`` (a graph feature already, and slow to count)."""
@@ -35,6 +42,17 @@ def available() -> str | None:
         import einnas.surrogate.proxies  # noqa: F401
     except ImportError as error:
         return f"zero-cost proxies are not available ({error.name or error})"
+    return None
+
+
+def too_large(params: int, macs: int) -> str | None:
+    """Why a graph of ``params`` weights and ``macs`` multiply-adds per sample gets no proxies
+    (None when it is within :data:`MAX_PROXY_PARAMS` and :data:`MAX_PROXY_MACS`)."""
+    from einnas.surrogate.describe import compact_number
+
+    for what, value, limit in (("parameters", params, MAX_PROXY_PARAMS), ("MACs per sample", macs, MAX_PROXY_MACS)):
+        if value > limit:
+            return f"{compact_number(int(value))} {what}, over the proxies' limit of {compact_number(limit)}"
     return None
 
 

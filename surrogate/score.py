@@ -191,10 +191,10 @@ class Scorer:
     def score_files(self, paths: Sequence[str | Path]) -> list[Score]:
         """Score ONNX files; a file that cannot be read gets a :class:`Score` with ``error`` set.
 
-        With ``dataset=``, a file whose input or classes do not fit raises :class:`DatasetError`.
+        With ``dataset=``, a file whose input or classes do not fit gets ``error`` set too.
         """
         from einnas.surrogate.features import describe_file
-        from einnas.surrogate.proxyfeatures import compute_onnx
+        from einnas.surrogate.proxyfeatures import compute_onnx, too_large
 
         start = time.perf_counter()
         graphs, names, values, reasons, out = [], [], [], [], {}
@@ -208,9 +208,17 @@ class Scorer:
                 out[i] = Score(str(path), error=f"{path}: cannot be scored ({type(error).__name__}: "
                                                 f"{_one_line(str(error))})")
                 continue
-            self.check_shape(graph, str(path))
-            value, reason = (compute_onnx(path, batch=self.batch) if self.use_proxies
-                             else (None, "turned off" if self.predictor.config.use_proxies else None))
+            try:
+                self.check_shape(graph, str(path))
+            except DatasetError as error:  # this file's error; the others are still scored
+                out[i] = Score(str(path), error=_one_line(str(error)))
+                continue
+            large = too_large(int(graph.summary.get("params", 0)), int(graph.summary.get("macs", 0)))
+            if self.use_proxies and large is None:
+                value, reason = compute_onnx(path, batch=self.batch)
+            else:
+                value, reason = None, (large if self.use_proxies else
+                                       "turned off" if self.predictor.config.use_proxies else None)
             graphs.append(graph)
             names.append(str(path))
             values.append(value)
