@@ -2,22 +2,16 @@
 
 Why: on a family of architectures the predictor never saw, boosted trees over graph
 features extrapolate badly, while a few zero-cost proxies (SNIP, grad-norm,
-synflow, NASWOT, jacov) and the parameter count rank every family about as well as
-they rank the training ones. The blend puts the two on one scale and mixes them:
+synflow) and the parameter count rank every family about as well as they rank the
+training ones. The blend puts the two on one scale and mixes them:
 
 * every quantity becomes a **percentile within its task** (the records of the same
   input size, classes and training-set size), read from reference quantiles of
   the training rows stored in the predictor, so one file is scored without its
-  neighbours; a task the predictor never saw uses the pooled reference. A
-  percentile is invariant to the scale of a task (a proxy that is 100 times larger
-  on bigger inputs ranks the same);
-* the **committee** is a linear ranker over the task percentiles of
-  :data:`COMMITTEE` (a missing proxy counts as the median), its weights fitted by
-  pairwise logistic regression on pairs of training records of one dataset *and
-  one family* (:func:`committee_weights`): what orders networks within a search
-  space, which is what a search and a held-out family ask of it; a linear ranker
-  over percentiles cannot memorise a family the way trees over op counts can.
-  Its score is again a task percentile;
+  neighbours; a task the predictor never saw uses the pooled reference;
+* the **committee** is the mean of the signed task percentiles of
+  :data:`COMMITTEE` (signs from the training rows; a proxy that is missing for a
+  row is left out of its mean);
 * the blended percentile ``b = w·model + (1 − w)·committee`` is mapped back to an
   accuracy through the task's quantiles of training accuracies, so the prediction
   stays in accuracy units and ranks like ``b``.
@@ -37,13 +31,9 @@ from typing import Sequence
 import numpy as np
 
 #: Features of the committee (a subset of ``features.NUMERIC_NAMES``).
-COMMITTEE = ("proxy_snip", "proxy_grad_norm", "proxy_synflow", "proxy_naswot", "proxy_jacov", "log_params")
+COMMITTEE = ("proxy_snip", "proxy_grad_norm", "proxy_synflow", "log_params")
 #: Candidate weights of the trees in the blend.
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-#: Random pairs of the committee's logistic regression (pairs of one dataset and family).
-PAIRS = 200_000
-#: Accuracies this close are a tie: no pair.
-TIE = 0.005
 #: Task features that identify a task's reference quantiles.
 TASK_KEY = ("task_log_input_numel", "task_log_classes", "task_log_train_size")
 _POINTS = np.linspace(0.0, 1.0, 101)
@@ -80,12 +70,8 @@ def _percentile(values: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
     return np.interp(values, q, _POINTS, left=0.0, right=1.0)
 
 
-def reference(numeric: np.ndarray, y: np.ndarray, model: np.ndarray, weight: float, coef: dict) -> dict:
-    """What :func:`blend` needs at prediction time, for ``meta.json``: per task and pooled quantiles.
-
-    ``coef``: the committee's weight of each :data:`COMMITTEE` feature (:func:`committee_weights`;
-    the ±1 of :func:`committee_signs` is an unweighted committee).
-    """
+def reference(numeric: np.ndarray, y: np.ndarray, model: np.ndarray, weight: float, signs: dict) -> dict:
+    """What :func:`blend` needs at prediction time, for ``meta.json``: per task and pooled quantiles."""
     keys = np.array(task_keys(numeric))
 
     def table(rows):
@@ -94,76 +80,9 @@ def reference(numeric: np.ndarray, y: np.ndarray, model: np.ndarray, weight: flo
             out[name] = _quantiles(_column(numeric, name)[rows])
         return out
 
-    ref = {"weight": float(weight), "coef": {k: float(coef.get(k, 0.0)) for k in COMMITTEE},
-           "tasks": {k: table(keys == k) for k in sorted(set(keys)) if (keys == k).sum() >= 10},
-           "all": table(np.ones(len(y), bool))}
-    # the committee's own quantiles: its score ranks within a task, as a percentile like the model's
-    score = _committee_raw(ref, numeric, keys.tolist())
-    for key, t in ref["tasks"].items():
-        t["committee"] = _quantiles(score[keys == key])
-    ref["all"]["committee"] = _quantiles(score)
-    return ref
-
-
-def _committee_raw(ref: dict, numeric: np.ndarray, keys: Sequence[str]) -> np.ndarray:
-    """The committee's linear score of rows (task percentiles, a missing feature at the median)."""
-    from einnas.surrogate.features import MISSING
-
-    keys = np.asarray(keys)
-    out = np.zeros(len(numeric))
-    for key in set(keys.tolist()):
-        rows = keys == key
-        table = ref["tasks"].get(key) or ref["all"]
-        for name, c in ref["coef"].items():
-            if c == 0.0 or not table.get(name):
-                continue
-            col = _column(numeric, name)[rows]
-            out[rows] += c * np.where(col > MISSING / 2, _percentile(col, table[name]), 0.5)
-    return out
-
-
-def committee_weights(numeric: np.ndarray, y: np.ndarray, groups: np.ndarray, families=None,
-                      margin: float = 0.05, seed: int = 0) -> dict:
-    """The committee's weights: pairwise logistic regression on task-percentile differences.
-
-    Pairs are drawn within one dataset and one family (``families``; None: one dataset),
-    as many from a key as its share of the rows; accuracies within ``margin`` of chance
-    count as chance (networks that learn nothing differ by noise only), ties make no pair.
-    Falls back to :func:`committee_signs` when there are too few pairs to fit.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    from einnas.surrogate.features import NUMERIC_NAMES
-
-    groups = np.asarray(groups).astype(str)
-    keys = groups if families is None else np.char.add(np.char.add(groups, "|"), np.asarray(families).astype(str))
-    classes = np.expm1(np.asarray(numeric)[:, NUMERIC_NAMES.index("log_classes")])
-    chance = 1.0 / np.maximum(np.round(classes), 1.0)
-    target = np.where(y > chance + margin, y, chance)
-    ref = reference(numeric, y, np.zeros(len(y)), 1.0, {n: 0.0 for n in COMMITTEE})
-    tasks = task_keys(numeric)
-    pct = np.stack([_committee_raw({**ref, "coef": {n: 1.0}}, numeric, tasks) for n in COMMITTEE], axis=1)
-    rng = np.random.default_rng(seed)
-    first, second = [], []
-    for key in np.unique(keys):
-        idx = np.flatnonzero(keys == key)
-        if len(idx) < 2:
-            continue
-        m = max(1, PAIRS * len(idx) // len(y))
-        i, j = rng.choice(idx, m), rng.choice(idx, m)
-        keep = np.abs(target[i] - target[j]) > TIE
-        first.append(i[keep])
-        second.append(j[keep])
-    i = np.concatenate(first) if first else np.zeros(0, int)
-    j = np.concatenate(second) if second else np.zeros(0, int)
-    if len(i) < 20:
-        return committee_signs(numeric, y, groups)
-    diff = pct[i] - pct[j]
-    label = (target[i] > target[j]).astype(int)
-    # both orders of every pair: the ranker is antisymmetric, so no intercept
-    model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=500)
-    model.fit(np.concatenate([diff, -diff]), np.concatenate([label, 1 - label]))
-    return {name: round(float(c), 6) for name, c in zip(COMMITTEE, model.coef_[0])}
+    tasks = {k: table(keys == k) for k in sorted(set(keys)) if (keys == k).sum() >= 10}
+    return {"weight": float(weight), "signs": {k: float(v) for k, v in signs.items()},
+            "tasks": tasks, "all": table(np.ones(len(y), bool))}
 
 
 def committee_signs(numeric: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict:
@@ -185,28 +104,10 @@ def committee_signs(numeric: np.ndarray, y: np.ndarray, groups: np.ndarray) -> d
 
 def blend(ref: dict, numeric: np.ndarray, model: np.ndarray, weight: float | None = None) -> np.ndarray:
     """Blended accuracy of rows (``model``: the trees' expected accuracy of each row)."""
-    w = ref["weight"] if weight is None else weight
-    keys = task_keys(numeric)
-    if "coef" not in ref:  # a predictor of the equal-weight committee (signs, no committee quantiles)
-        return _blend_signs(ref, numeric, model, w, keys)
-    committee = _committee_raw(ref, numeric, keys) if w < 1.0 else None
-    out = np.empty(len(model))
-    for key in set(keys):
-        rows = np.array([k == key for k in keys])
-        table = ref["tasks"].get(key) or ref["all"]
-        score = _percentile(model[rows], table["model"]) if table["model"] else np.full(rows.sum(), 0.5)
-        if w < 1.0:
-            c = _percentile(committee[rows], table["committee"]) if table.get("committee") else 0.5
-            score = w * score + (1.0 - w) * c
-        acc = table["accuracy"]
-        out[rows] = np.interp(score, _POINTS, acc) if acc else score
-    return out
-
-
-def _blend_signs(ref: dict, numeric: np.ndarray, model: np.ndarray, w: float, keys) -> np.ndarray:
-    """The blend of predictors fitted before the weighted committee: the mean of signed percentiles."""
     from einnas.surrogate.features import MISSING
 
+    w = ref["weight"] if weight is None else weight
+    keys = task_keys(numeric)
     out = np.empty(len(model))
     for key in set(keys):
         rows = np.array([k == key for k in keys])
@@ -214,32 +115,19 @@ def _blend_signs(ref: dict, numeric: np.ndarray, model: np.ndarray, w: float, ke
         score = _percentile(model[rows], table["model"]) if table["model"] else np.full(rows.sum(), 0.5)
         if w < 1.0:
             total, count = np.zeros(rows.sum()), np.zeros(rows.sum())
-            for name, sign in ref.get("signs", {}).items():
+            for name in COMMITTEE:
                 if not table.get(name):
                     continue
                 col = _column(numeric, name)[rows]
                 ok = col > MISSING / 2
                 pct = _percentile(col, table[name])
-                total += np.where(ok, pct if sign > 0 else 1.0 - pct, 0.0)
+                total += np.where(ok, pct if ref["signs"].get(name, 1.0) > 0 else 1.0 - pct, 0.0)
                 count += ok
             committee = np.where(count > 0, total / np.maximum(count, 1), 0.5)
             score = w * score + (1.0 - w) * committee
         acc = table["accuracy"]
         out[rows] = np.interp(score, _POINTS, acc) if acc else score
     return out
-
-
-def gate(blended: np.ndarray, learns: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-    """Chance accuracy where the members' mean probability of learning is below one half, else ``blended``.
-
-    Networks that learn nothing tie at chance, as the trees alone predict them: their
-    accuracies differ by noise, and a blend that ordered them would order noise.
-    """
-    from einnas.surrogate.features import NUMERIC_NAMES
-
-    classes = np.expm1(np.asarray(numeric)[:, NUMERIC_NAMES.index("log_classes")])
-    chance = 1.0 / np.maximum(np.round(classes), 1.0)
-    return np.where(np.asarray(learns) < 0.5, chance, blended)
 
 
 def _taus(score: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float | None:
@@ -268,12 +156,11 @@ def choose_weight(numeric: np.ndarray, y: np.ndarray, groups: np.ndarray, famili
         rows = np.flatnonzero(~out)
         inner = fit(numeric[rows], None, y[rows], groups[rows], small)
         model_fit = inner.predict_rows(numeric[rows]).expected
-        coef = committee_weights(numeric[rows], y[rows], groups[rows], families[rows], config.margin)
-        ref = reference(numeric[rows], y[rows], model_fit, 1.0, coef)
+        signs = committee_signs(numeric[rows], y[rows], groups[rows])
+        ref = reference(numeric[rows], y[rows], model_fit, 1.0, signs)
         model_out = inner.predict_rows(numeric[out]).expected
-        learns = inner.member_predictions(numeric[out])[0].mean(0)
         for w in WEIGHTS:
-            tau = _taus(gate(blend(ref, numeric[out], model_out, w), learns, numeric[out]), y[out], groups[out])
+            tau = _taus(blend(ref, numeric[out], model_out, w), y[out], groups[out])
             if tau is not None:
                 scores[w].append(tau)
         if log:

@@ -164,11 +164,10 @@ class Predictor(BasePredictor):
         expected = p * acc.mean(0) + (1 - p) * chance
         ref = self.meta.get("blend")
         if ref and ref.get("weight", 1.0) < 1.0:
-            from einnas.surrogate.blend import blend, gate
+            from einnas.surrogate.blend import blend
 
             blended = blend(ref, numeric, expected)
-            # predictors of the weighted committee ("coef") gate the blend as the trees are gated
-            return Prediction(gate(blended, p, numeric) if "coef" in ref else blended, std, blended)
+            return Prediction(blended, std, blended)
         return Prediction(mean, std, expected)
 
     def _inputs(self, numeric: np.ndarray, texts: Sequence[str] | None) -> np.ndarray:
@@ -260,12 +259,10 @@ def fit_predictor(numeric: np.ndarray, text, y: np.ndarray, groups: Sequence[str
 
         weight, scores = choose_weight(numeric, y, groups, families, config, fit_predictor, log=log)
     if weight < 1.0:
-        from einnas.surrogate.blend import committee_weights, reference
+        from einnas.surrogate.blend import committee_signs, reference
 
         model = predictor.predict_rows(numeric).expected
-        # the committee is a property of the records, not of the seed: its pairs use a fixed one
-        coef = committee_weights(numeric, y, groups, families, config.margin)
-        predictor.meta["blend"] = reference(numeric, y, model, weight, coef)
+        predictor.meta["blend"] = reference(numeric, y, model, weight, committee_signs(numeric, y, groups))
     predictor.meta["blend_selection"] = {"weight": weight, "inner_lofo_tau": {f"{w:g}": round(t, 4)
                                                                             for w, t in scores.items()}}
     return predictor
