@@ -205,7 +205,7 @@ class Sample(Command):
 
     def add_arguments(self, parser):
         parser.add_argument("-n", type=positive_int, default=10, help="number of architectures (default 10)")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=nonnegative_int, default=0)
         parser.add_argument("--input-shape", default="3,32,32", help="C,H,W (image) or S,D (tokens); default 3,32,32")
         parser.add_argument("--classes", type=positive_int, default=10)
         add_limit_options(parser)
@@ -365,7 +365,7 @@ class Train(Command):
             "--seconds", type=_positive_float, metavar="T",
             help="time limit; a run that exceeds it (or is projected to) fails with reason timeout",
         )
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=nonnegative_int, default=0)
         parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if present)")
         parser.add_argument("--batch-size", type=positive_int, default=256)
         parser.add_argument("--lr", type=_positive_float, default=0.04)
@@ -812,7 +812,7 @@ class SurrogateFit(Command):
         parser.add_argument("-o", "--out", required=True, metavar="DIR",
                             help="predictor folder to write (an existing predictor is replaced only with --force)")
         parser.add_argument("--force", action="store_true", help="replace the predictor already in --out")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=nonnegative_int, default=0)
         parser.add_argument("--holdout", type=float, default=0.2,
                             help="share of architectures held out for the report, never fitted (default 0.2)")
         parser.add_argument("--members", type=positive_int, default=5, help="ensemble members (default 5)")
@@ -974,7 +974,7 @@ class Proxies(Command):
         parser.add_argument("--classes", type=positive_int, help="for ARCH: classes (default 10, or the dataset's)")
         parser.add_argument("--dataset", metavar="D", help="use one batch of this dataset's training data")
         parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
-        parser.add_argument("--seed", type=int, default=0, help="initialisation and batch seed (default 0)")
+        parser.add_argument("--seed", type=nonnegative_int, default=0, help="initialisation and batch seed (default 0)")
         parser.add_argument("--keep-weights", action="store_true", help="ONNX: score the file's weights, not a fresh init")
         add_grammar_options(parser)
 

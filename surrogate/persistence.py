@@ -25,6 +25,8 @@ from einnas.errors import ModelError
 
 FORMAT = "einnas-predictor"
 FORMAT_VERSION = 2
+#: Largest files a predictor folder may hold (the shipped one: about 0.1 MB of meta, 2 MB of weights).
+MAX_META_BYTES, MAX_WEIGHTS_BYTES = 64 * 2**20, 1 * 2**30
 
 
 def save(tensors: dict, meta: dict, folder: str | Path) -> Path:
@@ -47,6 +49,10 @@ def load(folder: str | Path) -> tuple[dict, dict]:
     meta_path, weights = folder / "meta.json", folder / "model.safetensors"
     if not meta_path.is_file() or not weights.is_file():
         raise ModelError(f"predictor {str(folder)!r}: expected meta.json and model.safetensors in it")
+    for path, limit in ((meta_path, MAX_META_BYTES), (weights, MAX_WEIGHTS_BYTES)):
+        if path.stat().st_size > limit:
+            raise ModelError(f"predictor {str(folder)!r}: {path.name} is {path.stat().st_size:,} bytes, "
+                             f"over the limit of {limit:,}")
     try:
         meta = json.loads(meta_path.read_text())
         tensors = load_file(str(weights))

@@ -77,3 +77,31 @@ def test_sample_refuses_a_count_it_could_never_print(capsys, monkeypatch):
     assert main(["sample", "-n", "99999999999999999999"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "at most 1,000,000 architectures" in err
+
+
+@pytest.mark.parametrize("command", [["sample"], ["train", "mlp", "--dataset", "digits"],
+                                     ["proxies", "nothing.onnx"], ["surrogate", "fit", "r.jsonl"]])
+def test_a_negative_seed_is_one_line_for_every_command(capsys, monkeypatch, command):
+    # Before: `search --seed -5` was refused but `sample`, `train`, `proxies` and `surrogate fit` took it.
+    import einnas.grammar
+
+    monkeypatch.setattr(einnas.grammar, "sample", lambda *a, **k: pytest.fail("sampling started"))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--seed", "-5"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seed" in err and "must be 0 or more" in err and err.strip().count("\n") == 0
+
+
+def test_a_predictor_folder_with_an_oversized_meta_file_is_refused_unread(tmp_path, monkeypatch):
+    from einnas.errors import ModelError
+    from einnas.surrogate import persistence
+
+    folder = tmp_path / "pred"
+    persistence.save({"w": __import__("numpy").zeros(3)}, {"format": persistence.FORMAT,
+                                                           "format_version": persistence.FORMAT_VERSION}, folder)
+    assert persistence.load(folder)[1]["format"] == persistence.FORMAT
+    monkeypatch.setattr(persistence, "MAX_META_BYTES", 10)
+    monkeypatch.setattr(persistence.json, "loads", lambda *a, **k: pytest.fail("meta.json parsed"))
+    with pytest.raises(ModelError, match="meta.json is .* bytes, over the limit of 10"):
+        persistence.load(folder)
