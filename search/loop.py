@@ -250,7 +250,7 @@ def _pareto_reporter(study, trial, rungs: "Rungs", may_prune: bool = True):
     def report(epoch: int, value: float, point=None) -> bool:
         if value is None or not math.isfinite(value) or point is None or epoch not in rungs.steps:
             return False
-        rung = str(rungs.steps.index(epoch))
+        rung = str(rungs.rung_of(epoch))
         points[rung] = [float(x) for x in point]
         trial.set_user_attr(RUNG_POINTS, dict(points))
         if not may_prune:

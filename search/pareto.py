@@ -127,16 +127,9 @@ def promotes(point: Vector, others: Sequence[Vector], eta: int) -> bool:
     so a duplicate of a promoted point is not promoted for free."""
     points = [*others, point]
     n = len(points)
-    keep = max(1, n // max(1, eta))
-    ranks = non_dominated_ranks(points)
-    crowding = [0.0] * n
-    for rank in set(ranks):
-        front = [i for i in range(n) if ranks[i] == rank]
-        for i, distance in zip(front, crowding_distances([points[i] for i in front])):
-            crowding[i] = distance
-    me = n - 1
-    ahead = sum(1 for i in range(me) if (ranks[i], -crowding[i]) <= (ranks[me], -crowding[me]))
-    return ahead < keep
+    keys = selection_keys(points, [0] * n, [0.0] * n)  # all feasible, one fidelity: (rank, -crowding) decide
+    ahead = sum(1 for key in keys[:-1] if key <= keys[-1])
+    return ahead < max(1, n // max(1, eta))
 
 
 def selection_keys(vectors: Sequence[Vector], levels: Sequence[int], violations: Sequence[float]) -> list[tuple]:
