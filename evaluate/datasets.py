@@ -218,6 +218,9 @@ def _read_metadata(folder: Path) -> tuple[int | None, str]:
         path = folder / name
         if path.is_file():
             break
+        if path.is_symlink() or path.exists():  # a broken link or a folder: say so rather than ignore it
+            raise DatasetError(f"{path}: not a readable file (a broken link or a folder); expected a small JSON "
+                               "object with 'num_classes'")
     else:
         return None, ""
     try:

@@ -174,6 +174,7 @@ def _scan_annotations(text: str, path: str) -> dict[tuple[str, int], tuple[int, 
             continue
         if rule is None:
             continue
+        _refuse_ebnf(code, rule, f"{path}:{lineno}")
         alternatives = 0
         for part in _top_level_bars(code):
             if part == "|":
@@ -189,6 +190,21 @@ def _scan_annotations(text: str, path: str) -> dict[tuple[str, int], tuple[int, 
             found[(rule, index)] = (found.get((rule, index), (lineno, None))[0],
                                     _eval_prob(prob, f"{path}:{lineno}"))
     return found
+
+
+def _refuse_ebnf(code: str, rule: str, where: str) -> None:
+    """Lark expands ``x?``, ``[x]``, ``x*``, ``x+`` and ``x~n`` into hidden alternatives and
+    rules, which would shift every ``p=`` after them: refuse them where they are written."""
+    outside, in_str = [], False
+    for i, ch in enumerate(code):
+        if ch == '"' and (i == 0 or code[i - 1] != "\\"):
+            in_str = not in_str
+        elif not in_str:
+            outside.append(ch)
+    used = sorted(set("".join(outside)) & set("?[]*+~"))
+    if used:
+        raise GrammarError(f"{where}: rule {rule!r}: operator {''.join(used)!r} is not supported in an architecture "
+                           "grammar (operators ?, *, +, ~ and [] hide alternatives); write the alternatives out")
 
 
 def _split_comment(line: str) -> tuple[str, str]:

@@ -62,6 +62,25 @@ def test_a_huge_metadata_file_is_refused_before_parsing(tmp_path, monkeypatch):
         datasets.load_dataset(tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["broken link", "folder"])
+def test_a_metadata_entry_that_is_not_a_file_is_named_not_ignored(tmp_path, kind):
+    import numpy as np
+
+    from einnas.errors import DatasetError
+    from einnas.evaluate import datasets
+
+    x, y = np.zeros((6, 4), np.float32), np.arange(6) % 2
+    for split in ("train", "test"):
+        np.save(tmp_path / f"{split}_x.npy", x)
+        np.save(tmp_path / f"{split}_y.npy", y)
+    if kind == "folder":
+        (tmp_path / "metadata.json").mkdir()
+    else:
+        (tmp_path / "metadata.json").symlink_to(tmp_path / "nowhere.json")
+    with pytest.raises(DatasetError, match=r"metadata\.json: not a readable file \(a broken link or a folder\)"):
+        datasets.load_dataset(tmp_path)
+
+
 def test_a_grammar_syntax_error_reads_file_line_column():
     from einnas.grammar import grammar_from_text
 

@@ -58,6 +58,26 @@ def test_a_probability_after_two_alternatives_on_one_line_is_refused():
         grammar_from_text(text, "my.lark")
 
 
+@pytest.mark.parametrize("written, shown", [
+    ('"sequential(" module "," [module] ")"', "[]"),
+    ('"sequential(" module "," (module)? ")"', "?"),
+    ('"sequential(" module "," module+ ")"', "+"),
+])
+def test_ebnf_operators_that_hide_alternatives_are_refused_on_their_line(written, shown):
+    # Lark would expand them into extra alternatives and shift every p= below them
+    text = _edit('sequential: "sequential(" module "," module ")"', "sequential: " + written)
+    with pytest.raises(GrammarError) as info:
+        grammar_from_text(text, "my.lark")
+    line = _line_of(text, "sequential: ")
+    assert str(info.value).startswith(f"my.lark:{line}: rule 'sequential': operator {shown!r} is not supported")
+
+
+def test_ebnf_characters_inside_quoted_text_are_plain_text():
+    text = _edit('"sequential(" module "," module ")"', '"sequential(" module "," module ")" | "[x]?" ')
+    with pytest.raises(GrammarError, match=r"'\[x\]\?' is neither an operation"):  # text, not an operator
+        grammar_from_text(text, "my.lark")
+
+
 def test_one_annotated_alternative_per_line_still_loads():
     grammar = grammar_from_text(_edit('| "pos_enc"', '| "pos_enc"\n           | "gelu"  // p=0.1'), "my.lark")
     probs = {alt.op.text: alt.prob for alt in grammar.rules["computation"].alternatives}
