@@ -29,11 +29,12 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-STRATEGIES = {  # name -> einnas search options
+STRATEGIES = {  # name -> einnas search options (search's default --init is the scaled seeds, as mix)
     "random": ["--strategy", "random"],
-    "re": ["--strategy", "re"],
-    "re+surrogate": ["--strategy", "re", "--surrogate", "default"],
+    "re": ["--strategy", "re", "--init", "random"],
+    "re+surrogate": ["--strategy", "re", "--init", "random", "--surrogate", "default"],
     "re-mix": ["--strategy", "re", "--init", "mix"],
+    "re-mix+surrogate": ["--strategy", "re", "--init", "mix", "--surrogate", "default"],  # the README main job
 }
 FINAL_FACTOR = 4  # the search's final retrain: 4 x the search epochs
 
