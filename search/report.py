@@ -14,7 +14,6 @@ they write the same files.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,6 @@ from einnas.search.loop import training_seed
 from einnas.search.records import StudyView, TrialRecord
 
 FINAL_CANDIDATES = 3  # when the best fails its final retrain, try the next ones
-#: The final pick is the smallest network within this many standard errors of the best
-#: validation accuracy (:func:`final_candidates`); 0 picks the best itself.
-FINAL_SE_RULE = 1.0
 
 
 @dataclass
@@ -44,48 +40,18 @@ class FinalResult:
     tried: list[int] = field(default_factory=list)
 
 
-def final_candidates(view: StudyView, n_valid: int | None, k: int = FINAL_CANDIDATES,
-                     rule: float = FINAL_SE_RULE) -> list[TrialRecord]:
-    """The trials the final retrain tries, in order: first the network with the fewest
-    parameters whose validation accuracy is within ``rule`` standard errors of the best
-    (the one-standard-error rule of CART and of glmnet's ``lambda.1se``), then the best
-    ones by validation, ``k`` in all.
-
-    On ``n_valid`` validation samples an accuracy ``p`` has a standard error of
-    ``sqrt(p (1 - p) / n_valid)`` (0.45 points at 98% on 1,000): candidates closer than
-    that are not told apart by the validation set, and the largest of them is the one
-    most likely to owe its place to it. Measured on the mnist5k searches of
-    ``docs/search.md``: the found networks of more than 500k parameters tested 96.0-96.6%,
-    those of 30k-140k 97.1-97.3%. Without ``n_valid`` (or with ``rule`` 0) the order
-    is by validation alone.
-    """
-    top = view.top(k)
-    if not top or not n_valid or rule <= 0:
-        return top
-    best = top[0].value
-    margin = rule * math.sqrt(max(best * (1 - best), 0.0) / n_valid)
-    near = [r for r in view.completed if r.feasible and r.value >= best - margin and r.params is not None]
-    if not near:
-        return top
-    pick = min(near, key=lambda r: (r.params, -r.value, r.number))
-    return [pick] + [r for r in top if r.number != pick.number][:k - 1]
-
-
 def retrain_best(
     view: StudyView, space, dataset, config, *, seed: int, device="auto", onnx_path: Path | None = None,
-    metadata: dict | None = None, rule: float = FINAL_SE_RULE,
+    metadata: dict | None = None,
 ) -> FinalResult | None:
-    """Retrain the final pick in final mode (train + valid → test) and export it: the
-    smallest network within ``rule`` standard errors of the best validation accuracy
-    (:func:`final_candidates`; ``rule=0``: the best itself).
+    """Retrain the best completed trial in final mode (train + valid → test) and export it.
 
     If it fails (NaN, out of memory), the next best is tried, up to
     :data:`FINAL_CANDIDATES`. Returns None when the study has no completed trial.
     """
     tried: list[int] = []
     result = None
-    for record in final_candidates(view, len(dataset.valid[1]) if dataset.valid is not None else None,
-                                   rule=rule):
+    for record in view.top(FINAL_CANDIDATES):
         tried.append(record.number)
         arch = space.parse(record.arch)
         trained, module = train_final(arch, dataset, config, seed=seed, device=device)
