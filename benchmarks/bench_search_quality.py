@@ -1,4 +1,4 @@
-"""Search quality against wall clock: random, RE, RE + surrogate, RE(Mix), with and without
+"""Search quality against wall clock: random, RE, RE + surrogate, RE(Mix) (+ surrogate), with and without
 multi-fidelity, beside a hand-designed reference trained with the same final protocol.
 
 Each run is one ``einnas search`` (the CLI, as a user runs it: default workers, budget
@@ -13,7 +13,7 @@ References: ``--reference DATASET=ARCH`` (repeatable; ARCH as ``einnas train`` t
 a string, ``@file`` or a seed name). Without one, ``grammar/references/DATASET_*.arch``
 files are used (the 6-layer CNN of issue 14 for mnist5k).
 
-    python benchmarks/bench_search_quality.py --datasets mnist5k --strategies re+surrogate --timeout 900 --seeds 0
+    python benchmarks/bench_search_quality.py --datasets mnist5k --strategies re-mix+surrogate --timeout 900 --seeds 0
     python benchmarks/bench_search_quality.py --datasets digits --timeout 180 --seeds 0,1,2
     python benchmarks/bench_search_quality.py --datasets mnist1d --reference mnist1d=@my_cnn.arch --mf on
 """
