@@ -20,6 +20,7 @@ def _rdb(tmp_path, interval=1, grace=1):
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_record_heartbeat_keeps_a_database_trial_alive(tmp_path):
     study = optuna.create_study(storage=_rdb(tmp_path), study_name="s")
     beating, silent = study.ask(), study.ask()
