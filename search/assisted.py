@@ -30,6 +30,18 @@ into one region:
   parent that already has :data:`MAX_CHILDREN` children among those trials are
   ranked only when no other proposal is left.
 
+A predictor learns from finished trainings only, so it never learns "too slow for the
+budget", and its favourites are often the larger networks (on mnist1d at 10 s per
+candidate, 3 to 6 of every 40 to 100 trials of the main job timed out). With the
+search's budget (``budget``: training samples, epochs, seconds per candidate), a
+proposal whose estimated training time is over the budget is ranked only when no
+proposal within it is left. The estimate is the analytic one the seeds are scaled
+with (``einnas.grammar.scaling.epoch_seconds``), times the median ratio of measured
+to estimated seconds per epoch over the study's last :data:`CROWD_WINDOW` trained
+trials (once there are :data:`MIN_TIMED` of them): the machine's own pace. That ratio
+reads recorded wall-clock times, so on another machine or load the same seed may rank
+differently near the budget.
+
 :class:`SurrogateEvaluator` scores a trial with the predictor instead of training
 it (``scored_by = "predicted"``): a search that trains nothing, for exploring a
 space in seconds.
@@ -43,13 +55,14 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from einnas.errors import EinnasError
 from einnas.search.evaluators import Evaluation, Evaluator
-from einnas.search.records import StudyView
+from einnas.search.records import CURVE, StudyView
 from einnas.search.space import SearchSpace
 from einnas.search.strategies import Proposal, Strategy
 
@@ -64,6 +77,18 @@ CROWD_PARAMS = 0.10  # parameter counts within 10% are near-duplicates
 MAX_CHILDREN = 4  # a parent with this many recent children yields to others
 REFIT_ATTR = "einnas_refit"  # study user attribute: the latest refit (rows, trials)
 _BLEND_HALF = 25  # study rows at which the refitted predictor weighs as much as the shipped one
+MIN_TIMED = 5  # trained trials before the time estimate is calibrated on the study's own
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """What training one candidate may cost: ``epochs`` over ``train_size`` samples in
+    ``seconds`` (None: no time bound), at ``batch_size``."""
+
+    train_size: int
+    epochs: int
+    seconds: float | None
+    batch_size: int = 256
 
 
 class SurrogateRanker:
@@ -124,6 +149,9 @@ class AssistedStrategy(Strategy):
         # rank by expected hypervolume improvement (ehvi.py); None: by predicted accuracy
         self.objectives = None
         self._front_ranker = None
+        # set by the search (TrainingBudget): proposals estimated over it rank last; None: no bound
+        self.budget: TrainingBudget | None = None
+        self._epoch_estimates: dict[str, float] = {}  # archid -> estimated seconds per epoch (a cache)
 
     def settings(self) -> dict:
         return {**self.base.settings(), "assisted": {
@@ -151,6 +179,8 @@ class AssistedStrategy(Strategy):
                 children[r.parent] = children.get(r.parent, 0) + 1
         open_ = [p for p in proposals if p.parent is None or children.get(p.parent, 0) < MAX_CHILDREN]
         proposals = open_ or proposals  # a crowded parent's children only when nothing else is left
+        within = [p for p, ok in zip(proposals, self.within_budget([p.arch for p in proposals], view)) if ok]
+        proposals = within or proposals  # the ones estimated too slow only when nothing else is left
         scores = self.scores([p.arch for p in proposals], view)
         if self.objectives is not None and not self.objectives.default:  # a deployment search: ehvi.py
             scores = self._front().scores([p.arch for p in proposals], view, rng, scores, refit=self._refit(view))
@@ -179,6 +209,44 @@ class AssistedStrategy(Strategy):
         if self.diversity:
             score = _standardise(score) - self.diversity * self.crowding(archs, view)
         return np.where(np.isfinite(score), score, -np.inf)
+
+    def within_budget(self, archs: Sequence, view: StudyView) -> list[bool]:
+        """For each architecture, whether its estimated training time is within
+        :attr:`budget` (module docstring); all True without a budget. An architecture
+        that cannot be estimated counts as within."""
+        budget = self.budget
+        if budget is None or budget.seconds is None:
+            return [True] * len(archs)
+        pace = self.pace(view)
+        return [not (pace * self._epoch_seconds(a) * budget.epochs > budget.seconds) for a in archs]
+
+    def pace(self, view: StudyView) -> float:
+        """Measured over estimated seconds per epoch: the median over the study's last
+        :data:`CROWD_WINDOW` trained trials, 1 before :data:`MIN_TIMED` of them."""
+        import statistics
+
+        ratios = []
+        timed = [r for r in view.records if r.scored_by == "trained" and r.arch and r.seconds
+                 and r.attrs.get(CURVE)][-CROWD_WINDOW:]
+        for r in timed:
+            estimate = self._epoch_seconds(r.arch, r.archid)
+            if estimate > 0:
+                ratios.append(r.seconds / (len(r.attrs[CURVE]) * estimate))
+        return statistics.median(ratios) if len(ratios) >= MIN_TIMED else 1.0
+
+    def _epoch_seconds(self, arch, archid: str | None = None) -> float:
+        """Estimated seconds of one training epoch on one thread (0 when it cannot be estimated)."""
+        from einnas.grammar.scaling import epoch_seconds, estimate
+
+        key = archid or arch.archid
+        if key not in self._epoch_estimates:
+            try:
+                arch = self.space.parse(arch) if isinstance(arch, str) else arch
+                figures = estimate(arch, self.space.input_shape, self.space.num_classes)
+                self._epoch_estimates[key] = epoch_seconds(figures, self.budget.train_size, self.budget.batch_size)
+            except EinnasError:
+                self._epoch_estimates[key] = 0.0
+        return self._epoch_estimates[key]
 
     @staticmethod
     def crowding(archs: Sequence, view: StudyView) -> np.ndarray:

@@ -240,3 +240,63 @@ def test_refit_on_the_study_happens_by_default_once_enough_trials(predictor_dir,
     run_worker(study, strategy, fake.FakeEvaluator(), seed=0, trials=MIN_REFIT_ROWS + 2)
     note = study.user_attrs[REFIT_ATTR]
     assert note["ok"] and note["rows"] == MIN_REFIT_ROWS and note["last_trial"] == MIN_REFIT_ROWS - 1
+
+
+def _timed(number, arch, seconds, epochs, value=0.5):
+    """A trained trial that took ``seconds`` for ``epochs`` epochs."""
+    from dataclasses import replace
+
+    return replace(record(number, arch, value), seconds=seconds, attrs={"curve": [value] * epochs})
+
+
+def test_a_proposal_estimated_over_the_time_budget_ranks_after_those_within_it(fake):
+    from einnas.search.assisted import TrainingBudget
+
+    space = fake.make_space()
+    archs = sorted({a.archid: a for a in (space.sample(random.Random(700 + i)) for i in range(12))}.values(),
+                   key=lambda a: a.info.params)
+    small, large = archs[0], archs[-1]
+    table = {small.archid: (0.5, 0.0), large.archid: (0.9, 0.0)}  # the predictor prefers the large one
+    strategy = AssistedStrategy(RandomSampling(space), StubRanker(table), candidates=2, refit_every=0, diversity=0.0,
+                                kappa=0.0)
+    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=None)
+    fast, slow = strategy._epoch_seconds(small), strategy._epoch_seconds(large)
+    assert 0 < fast < slow
+    view = StudyView([])
+    assert strategy.within_budget([small, large], view) == [True, True]  # no time bound: all within
+    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=4 * (fast + slow) / 2)
+    assert strategy.within_budget([small, large], view) == [True, False]
+
+    class Two(RandomSampling):  # proposes the large network, then the small one
+        def __init__(self):
+            super().__init__(space)
+            self.queue = []
+
+        def propose(self, view, number, rng):
+            from einnas.search.strategies import Proposal
+
+            self.queue = self.queue or [large, small]
+            return Proposal(self.queue.pop(0), "random")
+
+    strategy.base = Two()
+    assert strategy.propose(view, 0, random.Random(0)).arch.archid == small.archid
+    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=4 * fast / 2)  # neither fits: the best
+    assert strategy.propose(view, 0, random.Random(0)).arch.archid == large.archid
+
+
+def test_the_time_estimate_is_calibrated_on_the_studys_own_trainings(fake):
+    from einnas.search.assisted import MIN_TIMED, TrainingBudget
+
+    space = fake.make_space()
+    arch = space.sample(random.Random(800))
+    strategy = AssistedStrategy(RandomSampling(space), StubRanker({}), candidates=2, refit_every=0)
+    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=None)
+    estimate = strategy._epoch_seconds(arch)
+    # this machine trains 3x slower than the estimate: 2 epochs took 6x the estimate of one
+    few = StudyView([_timed(i, arch, 6 * estimate, 2) for i in range(MIN_TIMED - 1)])
+    many = StudyView([_timed(i, arch, 6 * estimate, 2) for i in range(MIN_TIMED)])
+    assert strategy.pace(few) == 1.0  # too few timed trials: the estimate as it is
+    assert strategy.pace(many) == pytest.approx(3.0)
+    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=4 * 2 * estimate)  # 2x the raw estimate
+    assert strategy.within_budget([arch], few) == [True]
+    assert strategy.within_budget([arch], many) == [False]
