@@ -192,16 +192,13 @@ def _scan_annotations(text: str, path: str) -> dict[tuple[str, int], tuple[int, 
     return found
 
 
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')  # a quoted literal, escapes included
+
+
 def _refuse_ebnf(code: str, rule: str, where: str) -> None:
     """Lark expands ``x?``, ``[x]``, ``x*``, ``x+`` and ``x~n`` into hidden alternatives and
     rules, which would shift every ``p=`` after them: refuse them where they are written."""
-    outside, in_str = [], False
-    for i, ch in enumerate(code):
-        if ch == '"' and (i == 0 or code[i - 1] != "\\"):
-            in_str = not in_str
-        elif not in_str:
-            outside.append(ch)
-    used = sorted(set("".join(outside)) & set("?[]*+~"))
+    used = sorted(set(_QUOTED.sub("", code)) & set("?[]*+~"))
     if used:
         raise GrammarError(f"{where}: rule {rule!r}: operator {''.join(used)!r} is not supported in an architecture "
                            "grammar (operators ?, *, +, ~ and [] hide alternatives); write the alternatives out")

@@ -33,7 +33,7 @@ into one region:
 A predictor learns from finished trainings only, so it never learns "too slow for the
 budget", and its favourites are often the larger networks (on mnist1d at 10 s per
 candidate, 3 to 6 of every 40 to 100 trials of the main job timed out). With the
-search's budget (``budget``: training samples, epochs, seconds per candidate), a
+search's budget (``budget``: seconds per epoch over the training set), a
 proposal whose estimated training time is over the budget is ranked only when no
 proposal within it is left. The estimate is the analytic one the seeds are scaled
 with (``einnas.grammar.scaling.epoch_seconds``), times the median ratio of measured
@@ -55,7 +55,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -78,17 +77,6 @@ MAX_CHILDREN = 4  # a parent with this many recent children yields to others
 REFIT_ATTR = "einnas_refit"  # study user attribute: the latest refit (rows, trials)
 _BLEND_HALF = 25  # study rows at which the refitted predictor weighs as much as the shipped one
 MIN_TIMED = 5  # trained trials before the time estimate is calibrated on the study's own
-
-
-@dataclass(frozen=True)
-class TrainingBudget:
-    """What training one candidate may cost: ``epochs`` over ``train_size`` samples in
-    ``seconds`` (None: no time bound), at ``batch_size``."""
-
-    train_size: int
-    epochs: int
-    seconds: float | None
-    batch_size: int = 256
 
 
 class SurrogateRanker:
@@ -149,8 +137,9 @@ class AssistedStrategy(Strategy):
         # rank by expected hypervolume improvement (ehvi.py); None: by predicted accuracy
         self.objectives = None
         self._front_ranker = None
-        # set by the search (TrainingBudget): proposals estimated over it rank last; None: no bound
-        self.budget: TrainingBudget | None = None
+        # set by the search (a grammar.seeds.SeedBudget, budget_for_training): proposals whose
+        # estimated epoch is over its max_epoch_seconds rank last; None: no bound
+        self.budget = None
         self._epoch_estimates: dict[str, float] = {}  # archid -> estimated seconds per epoch (a cache)
 
     def settings(self) -> dict:
@@ -214,11 +203,10 @@ class AssistedStrategy(Strategy):
         """For each architecture, whether its estimated training time is within
         :attr:`budget` (module docstring); all True without a budget. An architecture
         that cannot be estimated counts as within."""
-        budget = self.budget
-        if budget is None or budget.seconds is None:
+        if self.budget is None or self.budget.max_epoch_seconds is None:
             return [True] * len(archs)
         pace = self.pace(view)
-        return [not (pace * self._epoch_seconds(a) * budget.epochs > budget.seconds) for a in archs]
+        return [not (pace * self._epoch_seconds(a) > self.budget.max_epoch_seconds) for a in archs]
 
     def pace(self, view: StudyView) -> float:
         """Measured over estimated seconds per epoch: the median over the study's last

@@ -362,8 +362,8 @@ class Search:
                                               refit_every=assisted.DEFAULT_REFIT_EVERY if config.refit_every is None
                                               else config.refit_every)
             strategy.objectives = objectives  # multi-objective: rank by expected hypervolume improvement
-            strategy.budget = assisted.TrainingBudget(self.dataset.sizes()["train"], config.epochs, seconds,
-                                                      config.batch_size)
+            strategy.budget = budget_for_training(self.dataset.sizes()["train"], config.epochs, seconds,
+                                                  batch_size=config.batch_size)
         self.strategy, self.evaluator = strategy, evaluator
 
         grammar_path = (

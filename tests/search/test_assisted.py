@@ -250,7 +250,7 @@ def _timed(number, arch, seconds, epochs, value=0.5):
 
 
 def test_a_proposal_estimated_over_the_time_budget_ranks_after_those_within_it(fake):
-    from einnas.search.assisted import TrainingBudget
+    from einnas.grammar.seeds import budget_for_training
 
     space = fake.make_space()
     archs = sorted({a.archid: a for a in (space.sample(random.Random(700 + i)) for i in range(12))}.values(),
@@ -259,12 +259,12 @@ def test_a_proposal_estimated_over_the_time_budget_ranks_after_those_within_it(f
     table = {small.archid: (0.5, 0.0), large.archid: (0.9, 0.0)}  # the predictor prefers the large one
     strategy = AssistedStrategy(RandomSampling(space), StubRanker(table), candidates=2, refit_every=0, diversity=0.0,
                                 kappa=0.0)
-    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=None)
+    strategy.budget = budget_for_training(1000, 4, None)
     fast, slow = strategy._epoch_seconds(small), strategy._epoch_seconds(large)
     assert 0 < fast < slow
     view = StudyView([])
     assert strategy.within_budget([small, large], view) == [True, True]  # no time bound: all within
-    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=4 * (fast + slow) / 2)
+    strategy.budget = budget_for_training(1000, 4, 4 * (fast + slow) / 2)
     assert strategy.within_budget([small, large], view) == [True, False]
 
     class Two(RandomSampling):  # proposes the large network, then the small one
@@ -280,23 +280,24 @@ def test_a_proposal_estimated_over_the_time_budget_ranks_after_those_within_it(f
 
     strategy.base = Two()
     assert strategy.propose(view, 0, random.Random(0)).arch.archid == small.archid
-    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=4 * fast / 2)  # neither fits: the best
+    strategy.budget = budget_for_training(1000, 4, 4 * fast / 2)  # neither fits: the best
     assert strategy.propose(view, 0, random.Random(0)).arch.archid == large.archid
 
 
 def test_the_time_estimate_is_calibrated_on_the_studys_own_trainings(fake):
-    from einnas.search.assisted import MIN_TIMED, TrainingBudget
+    from einnas.grammar.seeds import budget_for_training
+    from einnas.search.assisted import MIN_TIMED
 
     space = fake.make_space()
     arch = space.sample(random.Random(800))
     strategy = AssistedStrategy(RandomSampling(space), StubRanker({}), candidates=2, refit_every=0)
-    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=None)
+    strategy.budget = budget_for_training(1000, 4, None)
     estimate = strategy._epoch_seconds(arch)
     # this machine trains 3x slower than the estimate: 2 epochs took 6x the estimate of one
     few = StudyView([_timed(i, arch, 6 * estimate, 2) for i in range(MIN_TIMED - 1)])
     many = StudyView([_timed(i, arch, 6 * estimate, 2) for i in range(MIN_TIMED)])
     assert strategy.pace(few) == 1.0  # too few timed trials: the estimate as it is
     assert strategy.pace(many) == pytest.approx(3.0)
-    strategy.budget = TrainingBudget(train_size=1000, epochs=4, seconds=4 * 2 * estimate)  # 2x the raw estimate
+    strategy.budget = budget_for_training(1000, 4, 4 * 2 * estimate)  # 2x the raw estimate
     assert strategy.within_budget([arch], few) == [True]
     assert strategy.within_budget([arch], many) == [False]
