@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -108,11 +109,33 @@ def export_for_timing(arch, input_shape: Sequence[int], num_classes: int):
         return export_onnx(arch, tuple(input_shape), num_classes)
 
 
+#: Latencies measured in this process, by architecture, task and settings (an LRU of
+#: :data:`_CACHE_SIZE`): the surrogate's ranking times every candidate it proposes, and
+#: the trial that then trains one of them reuses that figure instead of exporting again.
+_MEASURED: "OrderedDict[tuple, Latency]" = OrderedDict()
+_CACHE_SIZE = 4096
+
+
 def arch_latency(arch, input_shape: Sequence[int], num_classes: int,
-                 settings: LatencySettings = LatencySettings()) -> Latency:
-    """Export ``arch`` and time it (:func:`measure_latency`); ``seconds`` includes the export."""
+                 settings: LatencySettings = LatencySettings(), on_export=None) -> Latency:
+    """Export ``arch`` and time it (:func:`measure_latency`); ``seconds`` includes the export.
+
+    An architecture already timed in this process with the same task and settings is not
+    exported again: its figure comes back with ``seconds`` 0 (nothing was spent on it).
+    ``on_export``, when given, is called with the ONNX model of a fresh export (the
+    surrogate describes it from the same file)."""
+    key = (arch.archid, tuple(int(d) for d in input_shape), int(num_classes), settings)
+    known = _MEASURED.get(key)
+    if known is not None:
+        _MEASURED.move_to_end(key)
+        return Latency(known.ms, known.settings, 0.0)
     start = time.perf_counter()
     model = export_for_timing(arch, input_shape, num_classes)
+    if on_export is not None:
+        on_export(model)
     result = measure_latency(model, input_shape, settings)
-    return Latency(result.ms, result.settings, time.perf_counter() - start)
-
+    latency = Latency(result.ms, result.settings, time.perf_counter() - start)
+    _MEASURED[key] = latency
+    if len(_MEASURED) > _CACHE_SIZE:
+        _MEASURED.popitem(last=False)
+    return latency

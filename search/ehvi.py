@@ -48,7 +48,7 @@ class FrontRanker:
     def costs(self, arch) -> dict:
         """The candidate's measured (not predicted) objectives: latency (ms), params, MACs;
         exporting it once fills the predictor's description cache too."""
-        from einnas.evaluate.latency import export_for_timing, measure_latency
+        from einnas.evaluate.latency import arch_latency
         from einnas.search.objectives import analytic_macs
         from einnas.surrogate.describe import describe
         from einnas.surrogate.features import arch_key, from_description
@@ -58,12 +58,15 @@ class FrontRanker:
                "macs": analytic_macs(arch, space.input_shape, space.num_classes)}
         if self.objectives.measures_latency:
             if arch.archid not in self._latency:
-                try:
-                    model = export_for_timing(arch, space.input_shape, space.num_classes)
-                    self._latency[arch.archid] = measure_latency(model, space.input_shape, self.objectives.latency).ms
-                    key = arch_key(arch.archid, space.input_shape, space.num_classes)
+                key = arch_key(arch.archid, space.input_shape, space.num_classes)
+
+                def describe_once(model):
                     if self.ranker.cache.get(key) is None:
                         self.ranker.cache.put(from_description(describe(model), key))
+
+                try:
+                    self._latency[arch.archid] = arch_latency(arch, space.input_shape, space.num_classes,
+                                                              self.objectives.latency, on_export=describe_once).ms
                 except EinnasError:
                     self._latency[arch.archid] = None
             out["latency"] = self._latency[arch.archid]

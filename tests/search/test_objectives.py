@@ -12,7 +12,8 @@ import optuna
 import pytest
 
 from einnas.errors import ModelError, UsageError
-from einnas.evaluate.latency import LatencySettings, export_for_timing, measure_latency
+from einnas.evaluate import latency as latency_module
+from einnas.evaluate.latency import LatencySettings, arch_latency, export_for_timing, measure_latency
 from einnas.search import Evaluation, Evaluator, open_storage
 from einnas.search.objectives import ObjectiveEvaluator, Objectives, parse_objectives
 from einnas.search.pareto import dominates
@@ -51,6 +52,27 @@ def test_measure_latency_median_and_settings(fake):
     assert result.settings == {"batch": 2, "threads": 1, "repeats": 7, "warmup": 2, "provider": "CPUExecutionProvider"}
     with pytest.raises(ModelError, match="onnxruntime"):
         measure_latency(b"not an onnx model", space.input_shape)
+
+
+def test_arch_latency_exports_each_architecture_once(fake, monkeypatch):
+    """The surrogate's ranking times a candidate; the trial that trains it reuses the figure."""
+    import random
+
+    space = fake.make_space()
+    first, second = space.sample(random.Random(3)), space.sample(random.Random(4))
+    assert first.archid != second.archid
+    exports, seen = [], []
+    real = latency_module.export_for_timing
+    monkeypatch.setattr(latency_module, "export_for_timing", lambda *a: exports.append(a[0].archid) or real(*a))
+    monkeypatch.setattr(latency_module, "_MEASURED", type(latency_module._MEASURED)())
+    settings = LatencySettings(repeats=5, warmup=1)
+    timed = arch_latency(first, space.input_shape, space.num_classes, settings, on_export=seen.append)
+    again = arch_latency(first, space.input_shape, space.num_classes, settings, on_export=seen.append)
+    assert exports == [first.archid] and len(seen) == 1 and seen[0].graph.node
+    assert again.ms == timed.ms and again.settings == timed.settings and timed.seconds > 0 and again.seconds == 0
+    arch_latency(first, space.input_shape, space.num_classes, LatencySettings(batch=2, repeats=5, warmup=1))
+    arch_latency(second, space.input_shape, space.num_classes, settings)
+    assert exports == [first.archid, first.archid, second.archid]  # other settings, other architecture: timed
 
 
 class _Fixed(Evaluator):
