@@ -371,12 +371,17 @@ class Train(Command):
         parser.add_argument("--lr", type=_positive_float, default=0.04)
         parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
         parser.add_argument("--final", action="store_true", help="train on train+valid, report test accuracy only")
+        parser.add_argument("--shift", type=nonnegative_int, metavar="PX",
+                            help="random translation of images by up to PX pixels while training (default: with "
+                                 "--final, what a search's final retrain uses: 2 for images of 16 pixels a side or "
+                                 "more, else 0; without --final, 0: the search's protocol)")
         add_grammar_options(parser)
 
     def run(self, args):
         from tqdm import tqdm
 
         from einnas.evaluate import TrainConfig, load_dataset, resolve_device, train
+        from einnas.evaluate.trainer import auto_shift
         from einnas.grammar import build_network, resolve_arch
         from einnas.grammar.seeds import parse_seed_name
 
@@ -386,8 +391,10 @@ class Train(Command):
             resolve_arch(args.arch, grammar)      # by parsing it; its depth form needs the dataset's input shape)
         dataset = load_dataset(args.dataset, view=args.view)
         arch = resolve_arch(args.arch, grammar, dataset.input_shape, dataset.num_classes)  # seeds fit the input
+        shift = args.shift if args.shift is not None else (auto_shift(dataset.input_shape) if args.final else 0)
         config = TrainConfig(
-            epochs=args.epochs, seconds=args.seconds, batch_size=args.batch_size, lr=args.lr, threads=args.threads
+            epochs=args.epochs, seconds=args.seconds, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+            shift=shift,
         )
         bar = tqdm(
             total=args.epochs, desc=f"train {arch.archid}", unit="epoch", file=sys.stderr, leave=False,
@@ -414,7 +421,8 @@ class Train(Command):
             ("dataset", dataset.describe()),
             ("device", result.device),
             ("params", f"{result.params:,}"),
-            ("epochs", f"{result.epochs_run}/{args.epochs}" + (" (final: train+valid)" if args.final else "")),
+            ("epochs", f"{result.epochs_run}/{args.epochs}" + (" (final: train+valid)" if args.final else "")
+             + (f", shifts of up to {shift} px" if shift else "")),
             ("val_acc", pct(result.val_acc)),
             ("test_acc", pct(result.test_acc)),
             ("seconds", f"{result.seconds:.1f}"),
@@ -483,6 +491,7 @@ class Search(Command):
         config_option(parser, C, "max_params", type=positive_int)
         config_option(parser, C, "max_activations", type=positive_int)
         config_option(parser, C, "final_epochs", type=positive_int)
+        config_option(parser, C, "final_shift", type=nonnegative_int, metavar="PX")
         config_option(parser, C, "final")
         _add_study_options(parser, creating=True)
         config_option(parser, C, "out", "-o", "--out", metavar="DIR")
@@ -523,7 +532,8 @@ class Search(Command):
             dataset=args.dataset, trials=args.trials, timeout=args.timeout, seed=args.seed, strategy=args.strategy,
             init=args.init, population=args.population, tournament=args.tournament, epochs=args.epochs,
             seconds=args.seconds, batch_size=args.batch_size, lr=args.lr, max_params=args.max_params,
-            max_activations=args.max_activations, final_epochs=args.final_epochs, storage=args.storage,
+            max_activations=args.max_activations, final_epochs=args.final_epochs, final_shift=args.final_shift,
+            storage=args.storage,
             study_name=args.study_name, out=args.out, surrogate=args.surrogate, evaluator=args.evaluator,
             candidates=args.candidates, kappa=args.kappa, refit_every=args.refit_every,
             device=args.device, threads=args.threads, workers=args.workers, grammar=args.grammar, plugins=tuple(args.plugin),
@@ -568,7 +578,9 @@ class Search(Command):
             print(f"best: trial {best['trial']} {best['archid']} {'predicted' if score == 'predicted' else 'val'} "
                   f"{_pct(best['val_acc'])}: {arch}")
         if final:
-            print(f"final: test {_pct(final['test_acc'])} after {final['epochs']} epochs on train+valid" if final["ok"]
+            shifted = f", shifts of up to {final['shift']} px" if final.get("shift") else ""
+            print(f"final: test {_pct(final['test_acc'])} after {final['epochs']} epochs on train+valid{shifted}"
+                  if final["ok"]
                   else f"final: retrain failed: {final['reason']}: {final['detail']}")
         if report.get("pareto"):
             print(f"Pareto front ({len(report['pareto'])} members; {' vs '.join(report['settings']['objectives'])}):")

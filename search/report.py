@@ -38,6 +38,7 @@ class FinalResult:
     detail: str = ""
     onnx: str | None = None
     tried: list[int] = field(default_factory=list)
+    shift: int = 0  # pixels of random translation in the retrain (TrainConfig.shift)
 
 
 def retrain_best(
@@ -57,7 +58,7 @@ def retrain_best(
         trained, module = train_final(arch, dataset, config, seed=seed, device=device)
         result = FinalResult(
             record.number, arch.archid, trained.ok, trained.test_acc, config.epochs, trained.seconds,
-            trained.reason, trained.detail, tried=list(tried),
+            trained.reason, trained.detail, tried=list(tried), shift=config.shift,
         )
         if not trained.ok:
             continue
@@ -220,8 +221,9 @@ def report_markdown(report: dict) -> str:
         lines += ["", "## Best", "", f"- trial {best['trial']}, archid `{best['archid']}`{size}",
                   f"- {label}: {_pct(best['val_acc'])}"]
         if final:
-            status = (f"test accuracy {_pct(final['test_acc'])} after {final['epochs']} epochs on train + valid "
-                      f"({final['seconds']:.1f} s), trial {final['number']}" if final["ok"]
+            shifted = f", shifts of up to {final['shift']} px" if final.get("shift") else ""
+            status = (f"test accuracy {_pct(final['test_acc'])} after {final['epochs']} epochs on train + valid"
+                      f"{shifted} ({final['seconds']:.1f} s), trial {final['number']}" if final["ok"]
                       else f"failed: {final['reason']}: {final['detail']}")
             lines.append(f"- final retrain: {status}")
         lines += ["", "```", best["arch"], "```"]

@@ -97,6 +97,8 @@ class SearchConfig:
                          off="skip the final retrain and ONNX export (e.g. extra workers)")
     final_epochs: int | None = option(None, f"epochs of the final retrain of the best (default "
                                             f"{DEFAULT_FINAL_FACTOR} x --epochs)")
+    final_shift: int | None = option(None, "pixels of random translation while retraining the best (default: 2 for "
+                                           "images of 16 pixels a side or more, else 0; 0: none)")
     grammar: str | None = None
     plugins: tuple[str, ...] = ()
     surrogate: str = option("none", "surrogate-assisted proposals: default (the shipped predictor), a predictor "
@@ -129,6 +131,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, not {value}")
+        if self.final_shift is not None and self.final_shift < 0:
+            raise UsageError(f"--final-shift must be 0 or more pixels, not {self.final_shift}")
         for name in ("timeout", "seconds", "lr"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -433,6 +437,17 @@ class Search:
             self.finish(outcome)
         return outcome
 
+    def final_config(self) -> "TrainConfig":
+        """How the best (and the Pareto front's members) are retrained: train + valid, longer,
+        no time limit, every free core, random translation of images (``--final-shift``)."""
+        from einnas.evaluate.trainer import auto_shift
+
+        c = self.config
+        shift = auto_shift(self.dataset.input_shape) if c.final_shift is None else c.final_shift
+        # One model now, so the final retrain may use every core that is free.
+        return replace(self.train_config, epochs=c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs, seconds=None,
+                       max_params=None, threads=max(c.threads or 1, free_cores()), shift=shift)
+
     def finish(self, outcome: SearchOutcome) -> None:
         """Retrain the best (final mode), export it to ONNX, write the plot and the report."""
         from einnas.search.report import build_report, plot_history, retrain_best, write_report
@@ -443,9 +458,7 @@ class Search:
         files: dict = {}
         final = None
         if c.final and view.best is not None:
-            # One model now, so the final retrain may use every core that is free.
-            config = replace(self.train_config, epochs=c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs,
-                             seconds=None, max_params=None, threads=max(c.threads or 1, free_cores()))
+            config = self.final_config()
             final = retrain_best(view, self.space, self.dataset, config, seed=c.seed, device=c.device,
                                  onnx_path=out / "best.onnx", metadata={"study": self.study_name})
             if final is not None and final.onnx:
@@ -453,8 +466,7 @@ class Search:
         if self.objectives.multi and view.completed:
             from einnas.search.front import export_front
 
-            config = replace(self.train_config, epochs=c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs,
-                             seconds=None, max_params=None, threads=max(c.threads or 1, free_cores()))
+            config = self.final_config()
             rows = export_front(view, self.objectives, self.space, self.dataset, config, out,
                                 seed=c.seed, device=c.device, limit=c.pareto_export if c.final else 0,
                                 final=final, metadata={"study": self.study_name})

@@ -160,3 +160,17 @@ def test_same_seed_same_accuracy_in_a_fresh_process(capsys):
     there = json.loads(done.stdout)
     assert here["val_acc"] == there["val_acc"] and here["test_acc"] == there["test_acc"]
     assert [c["train_loss"] for c in here["curve"]] == [c["train_loss"] for c in there["curve"]]
+
+
+def test_final_training_shifts_large_images_by_default(tmp_path, capsys):
+    big = write_folder(tmp_path / "big", n=(60, 20, 20), shape=(1, 16, 16))
+    small = write_folder(tmp_path / "small", n=(60, 20, 20), shape=(1, 6, 6))
+    runs = [(big, ["--final"], "shifts of up to 2 px"), (big, ["--final", "--shift", "0"], None),
+            (big, [], None), (big, ["--shift", "3"], "shifts of up to 3 px"), (small, ["--final"], None)]
+    for folder, extra, note in runs:
+        assert main(["train", CONV, "--dataset", str(folder), "--epochs", "1", *extra, *FAST]) == 0
+        epochs = table(capsys.readouterr().out)["epochs"]
+        assert (note in epochs) if note else ("shift" not in epochs), (extra, epochs)
+    with pytest.raises(SystemExit) as refused:
+        main(["train", CONV, "--dataset", str(big), "--shift", "-1", *FAST])
+    assert refused.value.code == 2 and "--shift" in capsys.readouterr().err

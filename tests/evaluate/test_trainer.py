@@ -297,3 +297,39 @@ def test_learning_rate_follows_the_cosine_schedule(blobs, monkeypatch):
     expected = [0.05 * (1 + np.cos(np.pi * k / total)) for k in range(total)]
     assert seen == pytest.approx(expected)  # starts at lr, halves mid-way, anneals towards 0
     assert seen[0] == pytest.approx(0.1) and seen[-1] < 0.01
+
+
+def test_random_shift_translates_each_image_within_the_bound():
+    from einnas.evaluate.trainer import random_shift
+
+    x = torch.zeros(64, 2, 9, 9)
+    x[:, :, 4, 4] = 1.0  # one bright pixel in the middle: its new place is the sample's offset
+    shifted = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == x.shape
+    places = {tuple(torch.nonzero(s[0]).tolist()[0]) for s in shifted}
+    assert all(abs(r - 4) <= 2 and abs(c - 4) <= 2 for r, c in places) and len(places) > 10
+    assert torch.equal(shifted[:, 0], shifted[:, 1])  # one offset per sample, all channels alike
+    again = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(shifted, again)
+    ramp = torch.arange(9.0).expand(8, 1, 9, 9).clone()  # edges are replicated, not zero-filled
+    moved = random_shift(ramp, 3, torch.Generator().manual_seed(1))
+    assert moved.min() == 0 and moved.max() == 8 and all(len(set(row.tolist())) >= 6 for row in moved[:, 0, 0])
+    signal = torch.arange(12.0).reshape(1, 1, 1, 12).repeat(16, 1, 1, 1)  # a 1xL image moves along L only
+    assert random_shift(signal, 2, torch.Generator().manual_seed(2)).shape == signal.shape
+
+
+def test_auto_shift_only_for_images_large_enough():
+    from einnas.evaluate.trainer import auto_shift
+
+    assert auto_shift((1, 28, 28)) == 2 and auto_shift((3, 32, 16)) == 2
+    assert auto_shift((1, 8, 8)) == 0 and auto_shift((3, 15, 64)) == 0 and auto_shift((1, 1, 40)) == 0
+    assert auto_shift((40, 1)) == 0  # tokens
+
+
+def test_shift_changes_training_but_not_its_determinism(blobs):
+    plain = train(mlp, blobs, cfg(epochs=2, batch_size=64), seed=0)
+    shifted = train(mlp, blobs, cfg(epochs=2, batch_size=64, shift=1), seed=0)
+    again = train(mlp, blobs, cfg(epochs=2, batch_size=64, shift=1), seed=0)
+    assert plain.ok and shifted.ok
+    assert [s.train_loss for s in shifted.curve] == [s.train_loss for s in again.curve]
+    assert [s.train_loss for s in shifted.curve] != [s.train_loss for s in plain.curve]

@@ -172,14 +172,17 @@ def test_cli_main_job_path_with_the_shipped_predictor(tmp_path, capsys):
     from einnas.surrogate.score import load_predictor
 
     code = main(["search", "--dataset", "digits", "--trials", "5", "--seed", "0", "--surrogate", "default",
-                 "--candidates", "4", "--final-epochs", "1", "--out", str(tmp_path / "run"), "-q", "-f", "json", "--workers", "1",
+                 "--candidates", "4", "--final-epochs", "1", "--final-shift", "1", "--out", str(tmp_path / "run"), "-q",
+                 "-f", "json", "--workers", "1",
                  "--epochs", "1", "--threads", "1", "--max-params", "30000", "--max-activations", "8000"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = json.loads(captured.out)
     assert report["settings"]["assisted"]["predictor"] == predictor_id(load_predictor("default"))
     assert report["trials"]["counted"] == 5 and report["final"]["ok"]
+    assert report["final"]["shift"] == 1  # --final-shift overrides the default (0 at 8x8)
     assert (tmp_path / "run" / "best.onnx").is_file()
+    assert "shifts of up to 1 px" in (tmp_path / "run" / "report.md").read_text()
 
 
 class StubRanker:

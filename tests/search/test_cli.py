@@ -50,6 +50,7 @@ def test_search_writes_onnx_report_and_plot(first_run):
     assert report["trials"]["counted"] == 6 and report["study"] == "digits-re-s0"
     assert report["settings"]["dataset"] == "digits" and report["settings"]["input_shape"] == [1, 8, 8]
     assert report["best"]["val_acc"] > 0 and report["final"]["ok"] and report["final"]["test_acc"] is not None
+    assert report["final"]["shift"] == 0  # 8x8 digits: no translation by default
     model = onnx.load(str(out / "best.onnx"))
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["archid"] == report["final"]["archid"] and meta["dataset"] == "digits"
