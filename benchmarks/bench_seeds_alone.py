@@ -4,7 +4,7 @@ worse than its best seed trained alone").
 Reads finished searches (the ``-f json`` output of ``einnas search``, which names the
 study, its seeds as they were scaled and the final retrain), trains every seed of each
 alone with the search's final protocol (``einnas train LABEL --dataset D --final
---epochs E --seed S``: train + valid, the final retrain's epochs, the search's seed) and
+--epochs E --seed S --shift P``: train + valid, the final retrain's epochs, seed and shift) and
 prints, per search, the final test accuracy of the search beside each seed's.
 
     einnas search --dataset mnist5k --timeout 900 --seed 0 --surrogate default -f json > s0.json
@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 
-def train_alone(label: str, dataset: str, epochs: int, seed: int, grammar: str | None) -> float | None:
+def train_alone(label: str, dataset: str, epochs: int, seed: int, grammar: str | None, shift: int = 0) -> float | None:
     """Final test accuracy of seed ``label`` trained alone with the final protocol."""
     args = [sys.executable, "-m", "einnas.cli", "train", label, "--dataset", dataset, "--final",
-            "--epochs", str(epochs), "--seed", str(seed), "-q", "-f", "json"]
+            "--epochs", str(epochs), "--seed", str(seed), "--shift", str(shift), "-q", "-f", "json"]
     if grammar:
         args += ["--grammar", grammar]
     proc = subprocess.run(args, capture_output=True, text=True)
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         grammar = settings.get("grammar_path")
         grammar = None if not grammar or "built-in" in grammar else grammar
-        alone = {label: train_alone(label, settings["dataset"], final["epochs"], settings["seed"], grammar)
+        alone = {label: train_alone(label, settings["dataset"], final["epochs"], settings["seed"], grammar,
+                                    final.get("shift", 0))
                  for label in labels}
         best_label = max((k for k in alone if alone[k] is not None), key=lambda k: alone[k], default=None)
         best = alone.get(best_label) if best_label else None

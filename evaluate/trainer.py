@@ -3,7 +3,8 @@
 The protocol (einspace, paper §4.1 and its ``trainers.py``): SGD with momentum 0.9,
 learning rate 0.04, weight decay 3e-4, cosine annealing to 0 over the budget, batch
 256, no augmentation; fitness is the validation accuracy after the last epoch. Final
-mode retrains on train + valid and reports test accuracy.
+mode retrains on train + valid and reports test accuracy. ``TrainConfig.shift`` adds
+random translation of images (a search's final retrain uses :func:`auto_shift`).
 
 Whatever goes wrong with the *candidate* — a NaN loss, out of memory, a time budget
 exceeded, an operation failing at run time, a network too large for the limits —
