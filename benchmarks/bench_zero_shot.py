@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     import optuna
 
     from einnas.evaluate import TrainConfig, load_dataset
-    from einnas.grammar import Limits, load_grammar
+    from einnas.grammar import Limits, budget_for_training, load_grammar
     from einnas.search import RandomSampling, RegularisedEvolution, SearchSpace, StudyView, TrainingEvaluator, run_worker
     from einnas.search import population_sizes
     from einnas.search.assisted import make_strategy
@@ -117,8 +117,13 @@ def main(argv=None) -> int:
         if method == "random":
             return RandomSampling(space)
         re = RegularisedEvolution(space, population, tournament)
-        return re if method == "re" else make_strategy(re, predictor, space=space, seed=seed,
-                                                       candidates=args.candidates)
+        if method == "re":
+            return re
+        assisted = make_strategy(re, predictor, space=space, seed=seed, candidates=args.candidates)
+        # as `einnas search` does: proposals too slow for the time budget rank last
+        assisted.budget = budget_for_training(dataset.sizes()["train"], config.epochs, config.seconds,
+                                              batch_size=config.batch_size)
+        return assisted
 
     methods = args.methods.split(",")
     curves: dict[tuple[str, int], list[float]] = {}
