@@ -119,11 +119,10 @@ def main(argv=None) -> int:
         re = RegularisedEvolution(space, population, tournament)
         if method == "re":
             return re
-        assisted = make_strategy(re, predictor, space=space, seed=seed, candidates=args.candidates)
         # as `einnas search` does: proposals too slow for the time budget rank last
-        assisted.budget = budget_for_training(dataset.sizes()["train"], config.epochs, config.seconds,
-                                              batch_size=config.batch_size)
-        return assisted
+        return make_strategy(re, predictor, space=space, seed=seed, candidates=args.candidates,
+                             budget=budget_for_training(dataset.sizes()["train"], config.epochs, config.seconds,
+                                                        batch_size=config.batch_size))
 
     methods = args.methods.split(",")
     curves: dict[tuple[str, int], list[float]] = {}

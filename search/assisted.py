@@ -374,9 +374,14 @@ def _load(surrogate: str):
 
 def make_strategy(base: Strategy, surrogate: str, *, space: SearchSpace, seed: int,
                   candidates: int = DEFAULT_CANDIDATES, kappa: float = DEFAULT_KAPPA,
-                  refit_every: int = DEFAULT_REFIT_EVERY, diversity: float = DEFAULT_DIVERSITY) -> Strategy:
-    """The hook of ``einnas search --surrogate default|PATH``: wrap ``base`` in an :class:`AssistedStrategy`."""
-    return AssistedStrategy(base, SurrogateRanker(_load(surrogate), space), candidates, kappa, refit_every, diversity)
+                  refit_every: int = DEFAULT_REFIT_EVERY, diversity: float = DEFAULT_DIVERSITY,
+                  budget=None) -> Strategy:
+    """The hook of ``einnas search --surrogate default|PATH``: wrap ``base`` in an :class:`AssistedStrategy`.
+    ``budget`` (a ``SeedBudget`` from ``budget_for_training``): proposals too slow for it rank last."""
+    strategy = AssistedStrategy(base, SurrogateRanker(_load(surrogate), space), candidates, kappa, refit_every,
+                                diversity)
+    strategy.budget = budget
+    return strategy
 
 
 def make_evaluator(surrogate: str, *, space: SearchSpace, dataset=None) -> Evaluator:

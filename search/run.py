@@ -364,10 +364,10 @@ class Search:
                                               candidates=config.candidates,
                                               kappa=assisted.DEFAULT_KAPPA if config.kappa is None else config.kappa,
                                               refit_every=assisted.DEFAULT_REFIT_EVERY if config.refit_every is None
-                                              else config.refit_every)
+                                              else config.refit_every,
+                                              budget=budget_for_training(self.dataset.sizes()["train"], config.epochs,
+                                                                         seconds, batch_size=config.batch_size))
             strategy.objectives = objectives  # multi-objective: rank by expected hypervolume improvement
-            strategy.budget = budget_for_training(self.dataset.sizes()["train"], config.epochs, seconds,
-                                                  batch_size=config.batch_size)
         self.strategy, self.evaluator = strategy, evaluator
 
         grammar_path = (
