@@ -153,7 +153,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default=None, help="cache folder (default: the einnas cache)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--members", type=int, default=3, help="ensemble members per fit (default 3)")
-    parser.add_argument("--trees", type=int, default=300, help="boosting rounds per regressor (default 300)")
+    parser.add_argument("--trees", type=int, default=None,
+                        help="boosting rounds per regressor (default: the fit's, FitConfig.trees)")
     parser.add_argument("--no-text", action="store_true", help="skip the +text model (the slowest fit)")
     parser.add_argument("--no-proxies", action="store_true", help="do not compute proxies for the records")
     parser.add_argument("--models", default=None,
@@ -184,7 +185,10 @@ def main(argv=None) -> int:
         m = data.families == fam
         print(f"  family {fam:<16} " + ", ".join(f"{d} {int((m & (data.groups == d)).sum())}"
                                                  for d in sorted(set(data.groups[m]))))
-    base = dict(members=args.members, trees=args.trees, gate_trees=args.trees // 2, seed=args.seed)
+    # every row here has proxies (or none has): the fallback twins would never be used
+    base = dict(members=args.members, seed=args.seed, fallback=False)
+    if args.trees:
+        base.update(trees=args.trees, gate_trees=args.trees // 2)
     configs = {"bag-of-ops": FitConfig(use_proxies=False, use_text=False, blend=1.0, **base)}
     if proxies:
         configs["+proxies"] = FitConfig(use_proxies=True, use_text=False, blend=1.0, **base)

@@ -77,6 +77,8 @@ MAX_CHILDREN = 4  # a parent with this many recent children yields to others
 REFIT_ATTR = "einnas_refit"  # study user attribute: the latest refit (rows, trials)
 _BLEND_HALF = 25  # study rows at which the refitted predictor weighs as much as the shipped one
 MIN_TIMED = 5  # trained trials before the time estimate is calibrated on the study's own
+#: The study-local predictor's settings (the rest comes from the loaded predictor's config).
+STUDY_FIT = dict(members=3, trees=150, gate_trees=75, depth=4, learning_rate=0.05, rank_weight=1.0)
 
 
 class SurrogateRanker:
@@ -299,9 +301,9 @@ class AssistedStrategy(Strategy):
         keep = [i for i, g in enumerate(graphs) if g is not None]
         if len(keep) < 8:
             return None
-        base = self.ranker.predictor.config
-        config = replace(base, members=3, trees=min(base.trees, 150), gate_trees=min(base.gate_trees, 75),
-                         seed=len(keep), use_proxies=False)
+        # small and shallow, as measured in the search benchmarks: a study's few hundred trials,
+        # refitted often within the search's budget
+        config = replace(self.ranker.predictor.config, **STUDY_FIT, seed=len(keep), use_proxies=False)
         chosen = [graphs[i] for i in keep]
         numeric, _ = feature_table(chosen, tasks=[self.ranker.scorer.task_for(g) for g in chosen])
         y = np.array([values[i] for i in keep])

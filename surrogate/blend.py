@@ -149,7 +149,7 @@ def choose_weight(numeric: np.ndarray, y: np.ndarray, groups: np.ndarray, famili
     if len(names) < 2:
         return 1.0, {}
     small = replace(config, members=1, trees=max(20, config.trees // 3), gate_trees=max(10, config.gate_trees // 3),
-                    blend=1.0)
+                    blend=1.0, fallback=False)
     scores = {w: [] for w in WEIGHTS}
     for fam in names:
         out = families == fam

@@ -37,7 +37,10 @@ class Trees:
             n = t.node_count
             left = np.where(t.children_left >= 0, t.children_left + offset, -1)
             right = np.where(t.children_right >= 0, t.children_right + offset, -1)
-            parts.append((left, right, np.maximum(t.feature, 0), t.threshold, t.value[:, 0, 0] * learning_rate))
+            # leaf values held at float16 precision, as they are saved (tensors): a loaded
+            # predictor predicts exactly what the fitted one did
+            value = (t.value[:, 0, 0] * learning_rate).astype(np.float16)
+            parts.append((left, right, np.maximum(t.feature, 0), t.threshold, value))
             roots.append(offset)
             offset += n
         cat = [np.concatenate([p[i] for p in parts]) for i in range(5)]
@@ -57,13 +60,26 @@ class Trees:
         return self.base + self.value[node].sum(1)
 
     def tensors(self, prefix: str) -> dict:
-        return {f"{prefix}.{k}": getattr(self, k) for k in ("left", "right", "feature", "threshold", "value", "roots")} \
-            | {f"{prefix}.base": np.array([self.base], np.float32), f"{prefix}.depth": np.array([self.depth], np.int32)}
+        """Flat arrays to save, compactly: children as offsets within their own tree (int16),
+        feature indices int16, leaf values float16 (as they are held: see :meth:`from_sklearn`)."""
+        tree = self._tree_of_nodes()
+        local = lambda child: np.where(child >= 0, child - self.roots[tree], -1).astype(np.int16)  # noqa: E731
+        return {f"{prefix}.left": local(self.left), f"{prefix}.right": local(self.right),
+                f"{prefix}.feature": self.feature.astype(np.int16), f"{prefix}.threshold": self.threshold,
+                f"{prefix}.value": self.value.astype(np.float16), f"{prefix}.roots": self.roots,
+                f"{prefix}.base": np.array([self.base], np.float32), f"{prefix}.depth": np.array([self.depth], np.int32)}
+
+    def _tree_of_nodes(self) -> np.ndarray:
+        return np.searchsorted(self.roots, np.arange(len(self.left)), side="right") - 1
 
     @classmethod
     def from_tensors(cls, t: dict, prefix: str) -> "Trees":
         get = lambda k: t[f"{prefix}.{k}"]  # noqa: E731
-        return cls(get("left"), get("right"), get("feature"), get("threshold"), get("value"), get("roots"),
+        roots = get("roots").astype(np.int32)
+        tree = np.searchsorted(roots, np.arange(len(get("left"))), side="right") - 1
+        glob = lambda child: np.where(child >= 0, child.astype(np.int32) + roots[tree], -1).astype(np.int32)  # noqa: E731
+        return cls(glob(get("left")), glob(get("right")), get("feature").astype(np.int32),
+                   get("threshold").astype(np.float32), get("value").astype(np.float32), roots,
                    float(get("base")[0]), int(get("depth")[0]))
 
 

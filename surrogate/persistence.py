@@ -24,7 +24,7 @@ import numpy as np
 from einnas.errors import ModelError
 
 FORMAT = "einnas-predictor"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: compact trees (boosting.Trees.tensors) and fallback members
 #: Largest files a predictor folder may hold (the shipped one: about 0.1 MB of meta, 2 MB of weights).
 MAX_META_BYTES, MAX_WEIGHTS_BYTES = 64 * 2**20, 1 * 2**30
 

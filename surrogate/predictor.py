@@ -12,6 +12,11 @@ holds two boosted tree models (``boosting.py``):
   one dataset only) + squared error, so its output ranks like the accuracy and
   stays in accuracy units.
 
+With proxy features, every member has a **fallback** twin fitted on the same rows
+with the proxies blanked: rows that have no proxies (an ONNX file the converter
+cannot handle, ``--no-proxies``) are predicted by the twins, so the main members
+never spend splits on telling "no proxy" apart from a low one.
+
 The prediction is chance accuracy (1 / classes) when the members' mean
 probability of learning is below one half, else the members' mean accuracy; the
 uncertainty is the standard deviation of the members' own gated predictions.
@@ -45,16 +50,17 @@ class FitConfig:
     use_proxies: bool = True  # zero-cost proxy features, where the records have them
     use_task: bool = True  # task features (input shape, classes, training-set size, budget)
     members: int = 5  # bootstrap members of the ensemble
-    trees: int = 300  # boosting rounds of the ranking regressor
-    gate_trees: int = 150  # boosting rounds of the "learns at all" classifier (0: no gate)
-    depth: int = 3
-    learning_rate: float = 0.05
+    trees: int = 150  # boosting rounds of the ranking regressor
+    gate_trees: int = 75  # boosting rounds of the "learns at all" classifier (0: no gate)
+    depth: int = 6
+    learning_rate: float = 0.1
     subsample: float = 0.8  # rows per tree (stochastic boosting)
-    rank_weight: float = 1.0  # weight of the pairwise ranking term against the squared error
+    rank_weight: float = 3.0  # weight of the pairwise ranking term against the squared error
     pairs: int = 8192  # random same-dataset pairs per boosting round
     temperature: float = 0.05  # accuracy gap that counts as one logit in the ranking term
     margin: float = 0.05  # accuracies within this of chance count as "learns nothing"
-    proxy_dropout: float = 0.2  # share of rows fitted with proxies blanked (files that cannot be converted)
+    # also fit each member's twin without proxies, for rows that have none (off: quick inner fits)
+    fallback: bool = True
     # weight of the trees in a blend with the proxy committee (blend.py); None: chosen by inner
     # leave-one-family-out cross-validation when the fit is given families, else 1 (trees alone)
     blend: float | None = None
@@ -89,12 +95,22 @@ def _chance(numeric: np.ndarray) -> np.ndarray:
     return 1.0 / np.maximum(np.round(classes), 1.0)
 
 
-def _blank_proxies(x: np.ndarray, names: Sequence[str], rows: np.ndarray) -> None:
+def _blank_proxies(x: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """A copy of ``x`` as rows without proxies look (``proxy_available`` 0, the proxies MISSING)."""
     from einnas.surrogate.features import MISSING
 
+    x = x.copy()
     for k, name in enumerate(names):
         if name.startswith("proxy_"):
-            x[rows, k] = 0.0 if name == "proxy_available" else MISSING
+            x[:, k] = 0.0 if name == "proxy_available" else MISSING
+    return x
+
+
+def _no_proxies(x: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Rows of ``x`` (columns ``names``) whose proxies were not computed."""
+    if "proxy_available" not in names:
+        return np.zeros(len(x), bool)
+    return x[:, list(names).index("proxy_available")] < 0.5
 
 
 class Predictor(BasePredictor):
@@ -105,11 +121,14 @@ class Predictor(BasePredictor):
         self.meta = meta
         self.config = FitConfig(**{k: v for k, v in meta["config"].items() if k in FitConfig.__dataclass_fields__})
         self.names = list(meta["features"]["numeric"])
-        self._members = [
-            (Trees.from_tensors(tensors, f"m{m}.gate") if f"m{m}.gate.roots" in tensors else None,
-             Trees.from_tensors(tensors, f"m{m}.reg"))
-            for m in range(meta["members"])
-        ]
+        self._members = [self._member(f"m{m}") for m in range(meta["members"])]
+        # fallback twins for rows without proxies (absent in predictors fitted without proxies)
+        self._fallback = [self._member(f"b{m}") for m in range(meta["members"])] \
+            if "b0.reg.roots" in tensors else None
+
+    def _member(self, prefix: str):
+        gate = Trees.from_tensors(self.tensors, f"{prefix}.gate") if f"{prefix}.gate.roots" in self.tensors else None
+        return gate, Trees.from_tensors(self.tensors, f"{prefix}.reg")
 
     # -- the interface --
     def predict(self, graphs: Sequence, tasks: Sequence | None = None, proxies: Sequence | None = None) -> Prediction:
@@ -146,8 +165,17 @@ class Predictor(BasePredictor):
     def member_predictions(self, numeric: np.ndarray, texts: Sequence[str] | None = None):
         """``(members, n)`` probabilities that the network learns, and regressor accuracies."""
         x = self._inputs(np.atleast_2d(numeric), texts)
+        learns, acc = self._run(self._members, x)
+        missing = _no_proxies(x, self.names)
+        if self._fallback is not None and missing.any():
+            fallback = self._run(self._fallback, x[missing])
+            learns[:, missing], acc[:, missing] = fallback
+        return learns, acc
+
+    @staticmethod
+    def _run(members, x: np.ndarray):
         learns, acc = [], []
-        for gate, reg in self._members:
+        for gate, reg in members:
             acc.append(reg(x))
             learns.append(np.ones(len(x)) if gate is None else 1.0 / (1.0 + np.exp(-np.clip(gate(x), -30, 30))))
         return np.stack(learns), np.stack(acc)
@@ -200,6 +228,19 @@ class Predictor(BasePredictor):
             raise ModelError(f"predictor {str(folder)!r}: incomplete ({error})") from None
 
 
+def _fit_member(prefix: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray, learns: np.ndarray,
+                config: FitConfig, rng: np.random.Generator) -> dict:
+    """One member's tensors: the ranking regressor and (where both outcomes occur) the gate."""
+    reg = boost(x, rank_residual(y, groups, config, rng), config.trees, config, float(y.mean()), rng)
+    tensors = reg.tensors(f"{prefix}.reg")
+    share = float(np.clip(learns.mean(), 0.01, 0.99))
+    if config.gate_trees > 0 and 0 < learns.sum() < len(learns):
+        gate = boost(x, gate_residual(learns.astype(float)), config.gate_trees, config,
+                     math.log(share / (1 - share)), rng)
+        tensors.update(gate.tensors(f"{prefix}.gate"))
+    return tensors
+
+
 def fit_predictor(numeric: np.ndarray, text, y: np.ndarray, groups: Sequence[str], config: FitConfig,
                   meta: dict | None = None, texts: Sequence[str] | None = None,
                   families: Sequence[str] | None = None, log=None) -> Predictor:
@@ -234,16 +275,10 @@ def fit_predictor(numeric: np.ndarray, text, y: np.ndarray, groups: Sequence[str
     rng = np.random.default_rng(config.seed)
     for m in range(config.members):
         rows = rng.integers(0, len(y), len(y)) if config.members > 1 else np.arange(len(y))
-        xm, ym, gm, lm = x[rows].copy(), target[rows], groups[rows], learns[rows]
-        if config.use_proxies and config.proxy_dropout > 0:
-            _blank_proxies(xm, names, rng.random(len(rows)) < config.proxy_dropout)
-        reg = boost(xm, rank_residual(ym, gm, config, rng), config.trees, config, float(ym.mean()), rng)
-        tensors.update(reg.tensors(f"m{m}.reg"))
-        share = float(np.clip(lm.mean(), 0.01, 0.99))
-        if config.gate_trees > 0 and 0 < lm.sum() < len(lm):
-            gate = boost(xm, gate_residual(lm.astype(float)), config.gate_trees, config,
-                         math.log(share / (1 - share)), rng)
-            tensors.update(gate.tensors(f"m{m}.gate"))
+        xm, ym, gm, lm = x[rows], target[rows], groups[rows], learns[rows]
+        tensors.update(_fit_member(f"m{m}", xm, ym, gm, lm, config, rng))
+        if config.use_proxies and config.fallback:
+            tensors.update(_fit_member(f"b{m}", _blank_proxies(xm, names), ym, gm, lm, config, rng))
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "members": config.members,
         "config": asdict(config),

@@ -23,7 +23,7 @@ from einnas.surrogate.predictor import FitConfig, Predictor, fit_predictor
 from einnas.surrogate.splits import SPLITS, Dataset
 
 #: The configurations :func:`fit` chooses from by validation Kendall τ.
-GRID = ({}, {"rank_weight": 3.0}, {"depth": 4})
+GRID = ({}, {"rank_weight": 1.0}, {"depth": 4})
 TEXT_GRID = GRID
 NUMERIC_GRID = GRID
 _RANK_POINTS = 101
@@ -46,8 +46,8 @@ def fit(data: Dataset, base: FitConfig | None = None, grid: Sequence[dict] | Non
     if len(candidates) > 1 and len(val.y) >= 8:
         for cand in candidates:
             # the trees are chosen alone (blend 1); the blend weight is chosen for the final fit
-            trial = fit_predictor(train.numeric, None, train.y, train.groups, replace(cand, members=3, blend=1.0),
-                                  texts=train.texts())
+            trial = fit_predictor(train.numeric, None, train.y, train.groups,
+                                  replace(cand, members=3, blend=1.0, fallback=False), texts=train.texts())
             scores = evaluate(trial, val)
             taus = [s["kendall_tau"] for s in scores.values() if s["kendall_tau"] is not None]
             tau = float(np.mean(taus)) if taus else -math.inf

@@ -108,6 +108,36 @@ def test_proxy_features_can_be_left_out():
                                                               FitConfig(**SMALL)).names)
 
 
+def test_rows_without_proxies_are_ranked_by_the_graph_features():
+    """Where a file has no proxies (the converter cannot handle it), the prediction comes from
+    the members fitted without them: it still ranks by the graph, not by a blanked proxy."""
+    from einnas.surrogate.features import MISSING
+
+    rng = np.random.default_rng(3)
+    n = 400
+    snip = NUMERIC_NAMES.index("proxy_snip")
+    numeric = np.zeros((n, len(NUMERIC_NAMES)), np.float32)
+    numeric[:, [FIRST, SECOND, snip]] = rng.normal(size=(n, 3))
+    numeric[:, NUMERIC_NAMES.index("log_classes")] = math.log1p(10)
+    numeric[:, NUMERIC_NAMES.index("proxy_available")] = 1.0
+    # a low proxy: nothing learnt (as with real networks); else the proxy and the parameter count
+    # explain half of the accuracy each
+    y = np.where(numeric[:, snip] < -1, 0.1, 0.5 + 0.2 * np.tanh(numeric[:, snip]) + 0.2 * np.tanh(numeric[:, FIRST]))
+    p = fit_predictor(numeric, None, y, ["g"] * n, FitConfig(**SMALL))
+    blank = numeric.copy()
+    blank[:, [i for i, name in enumerate(NUMERIC_NAMES) if name.startswith("proxy_")]] = MISSING
+    blank[:, NUMERIC_NAMES.index("proxy_available")] = 0.0
+    with_proxies, without = p.predict_rows(numeric).mean, p.predict_rows(blank).mean
+    assert rank_metrics(with_proxies, y)["kendall_tau"] > 0.7
+    # the members fitted with proxies would send every blanked row to "nothing learnt" (τ 0)
+    assert rank_metrics(without, numeric[:, FIRST])["kendall_tau"] > 0.4
+    # one row without proxies among rows with them gets what it gets alone
+    mixed = numeric.copy()
+    mixed[:5] = blank[:5]
+    np.testing.assert_allclose(p.predict_rows(mixed).mean[:5], without[:5])
+    np.testing.assert_allclose(p.predict_rows(mixed).mean[5:], with_proxies[5:])
+
+
 def test_a_text_predictor_needs_the_texts():
     numeric, y = synthetic(60)
     with pytest.raises(UsageError):
