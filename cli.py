@@ -832,9 +832,9 @@ class SurrogateFit(Command):
                             help="add the learned text head's score as a feature (default: off, see docs/surrogate.md)")
         parser.add_argument("--no-text", action="store_true", help="numeric graph features only (the default)")
         parser.add_argument("--no-proxies", action="store_true", help="no zero-cost proxy features")
-        parser.add_argument("--blend", default="auto", metavar="auto|W",
+        parser.add_argument("--blend", default="1", metavar="auto|W",
                             help="weight in [0, 1] of the trees in their blend with a committee of zero-cost "
-                                 "proxies (1: trees alone); auto (default): chosen by leave-one-family-out "
+                                 "proxies (default 1: the trees alone); auto: chosen by leave-one-family-out "
                                  "cross-validation on the training records")
         parser.add_argument("--label-key", metavar="KEY", help="metadata_props key of the accuracy in ONNX folders")
         parser.add_argument("--cache", metavar="DIR", help="cache folder (default: ~/.cache/einnas)")

@@ -61,9 +61,10 @@ class FitConfig:
     margin: float = 0.05  # accuracies within this of chance count as "learns nothing"
     # also fit each member's twin without proxies, for rows that have none (off: quick inner fits)
     fallback: bool = True
-    # weight of the trees in a blend with the proxy committee (blend.py); None: chosen by inner
-    # leave-one-family-out cross-validation when the fit is given families, else 1 (trees alone)
-    blend: float | None = None
+    # weight of the trees in a blend with the proxy committee (blend.py): 1 = the trees alone (the
+    # default: with full-size trees the blend lost on every held-out measure, pretrained/README.md);
+    # None: chosen by inner leave-one-family-out cross-validation when the fit is given families
+    blend: float | None = 1.0
     seed: int = 0
 
 

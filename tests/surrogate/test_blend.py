@@ -73,7 +73,7 @@ def test_one_family_falls_back_to_the_trees_alone():
     x, y = rows(120, 0)
     groups = np.array(["t"] * 120)
     assert choose_weight(x, y, groups, np.array(["a"] * 120), FitConfig(**SMALL), fit_predictor) == (1.0, {})
-    auto = fit_predictor(x, None, y, groups, FitConfig(**SMALL), families=["a"] * 120)
+    auto = fit_predictor(x, None, y, groups, FitConfig(**SMALL, blend=None), families=["a"] * 120)
     trees = fit_predictor(x, None, y, groups, FitConfig(**SMALL, blend=1.0))
     assert "blend" not in auto.meta and auto.meta["blend_selection"]["weight"] == 1.0
     np.testing.assert_array_equal(auto.predict_rows(x).mean, trees.predict_rows(x).mean)
@@ -92,7 +92,7 @@ def test_inner_cv_prefers_the_committee_when_the_trees_do_not_transfer(tmp_path)
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     groups = np.array(["t"] * len(y))
-    p = fit_predictor(x, None, y, groups, FitConfig(**SMALL), families=families)
+    p = fit_predictor(x, None, y, groups, FitConfig(**SMALL, blend=None), families=families)
     chosen = p.meta["blend_selection"]
     assert chosen["weight"] < 1.0
     assert max(chosen["inner_lofo_tau"].values()) > chosen["inner_lofo_tau"]["1"]
