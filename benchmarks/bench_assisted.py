@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     import optuna
 
     from einnas.evaluate import TrainConfig, load_dataset
-    from einnas.grammar import Limits, load_grammar
+    from einnas.grammar import Limits, budget_for_training, load_grammar
     from einnas.search import RandomSampling, RegularisedEvolution, SearchSpace, StudyView, TrainingEvaluator, run_worker
     from einnas.search import population_sizes
     from einnas.search.assisted import make_strategy
@@ -74,7 +74,10 @@ def main(argv=None) -> int:
         re = RegularisedEvolution(space, population, tournament)
         if method == "re":
             return re
-        return make_strategy(re, args.predictor, space=space, seed=seed, candidates=args.candidates)
+        # as `einnas search` does: proposals too slow for the time budget rank last
+        return make_strategy(re, args.predictor, space=space, seed=seed, candidates=args.candidates,
+                             budget=budget_for_training(dataset.sizes()["train"], config.epochs, config.seconds,
+                                                        batch_size=config.batch_size))
 
     methods = args.methods.split(",")
     curves: dict[tuple[str, int], list[float]] = {}
