@@ -62,25 +62,29 @@ class Trees:
     def tensors(self, prefix: str) -> dict:
         """Flat arrays to save, compactly: children as offsets within their own tree (int16),
         feature indices int16, leaf values float16 (as they are held: see :meth:`from_sklearn`)."""
-        tree = self._tree_of_nodes()
-        local = lambda child: np.where(child >= 0, child - self.roots[tree], -1).astype(np.int16)  # noqa: E731
+        tree = _tree_of_nodes(self.roots, len(self.left))
+        small = np.int16 if len(self.left) == 0 or np.diff(np.append(self.roots, len(self.left))).max() < 2**15 \
+            else np.int32  # a tree of more than 32k nodes (depth 15 or more) keeps int32 offsets
+        local = lambda child: np.where(child >= 0, child - self.roots[tree], -1).astype(small)  # noqa: E731
         return {f"{prefix}.left": local(self.left), f"{prefix}.right": local(self.right),
                 f"{prefix}.feature": self.feature.astype(np.int16), f"{prefix}.threshold": self.threshold,
                 f"{prefix}.value": self.value.astype(np.float16), f"{prefix}.roots": self.roots,
                 f"{prefix}.base": np.array([self.base], np.float32), f"{prefix}.depth": np.array([self.depth], np.int32)}
 
-    def _tree_of_nodes(self) -> np.ndarray:
-        return np.searchsorted(self.roots, np.arange(len(self.left)), side="right") - 1
-
     @classmethod
     def from_tensors(cls, t: dict, prefix: str) -> "Trees":
         get = lambda k: t[f"{prefix}.{k}"]  # noqa: E731
         roots = get("roots").astype(np.int32)
-        tree = np.searchsorted(roots, np.arange(len(get("left"))), side="right") - 1
+        tree = _tree_of_nodes(roots, len(get("left")))
         glob = lambda child: np.where(child >= 0, child.astype(np.int32) + roots[tree], -1).astype(np.int32)  # noqa: E731
         return cls(glob(get("left")), glob(get("right")), get("feature").astype(np.int32),
                    get("threshold").astype(np.float32), get("value").astype(np.float32), roots,
                    float(get("base")[0]), int(get("depth")[0]))
+
+
+def _tree_of_nodes(roots: np.ndarray, nodes: int) -> np.ndarray:
+    """The index of the tree each of ``nodes`` flat nodes belongs to (``roots``: each tree's first node)."""
+    return np.searchsorted(roots, np.arange(nodes), side="right") - 1
 
 
 def boost(x: np.ndarray, residual, rounds: int, config, base: float, rng: np.random.Generator) -> Trees:

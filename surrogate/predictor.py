@@ -225,7 +225,7 @@ class Predictor(BasePredictor):
         tensors, meta = load(folder)
         try:
             return cls(tensors, meta)
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, IndexError) as error:
             raise ModelError(f"predictor {str(folder)!r}: incomplete ({error})") from None
 
 
