@@ -51,10 +51,10 @@ def main(argv=None) -> int:
     import optuna
 
     from einnas.evaluate import TrainConfig, load_dataset
-    from einnas.grammar import Limits, budget_for_training, load_grammar
+    from einnas.grammar import Limits, load_grammar
     from einnas.search import RandomSampling, RegularisedEvolution, SearchSpace, StudyView, TrainingEvaluator, run_worker
     from einnas.search import population_sizes
-    from einnas.search.assisted import make_strategy
+    from einnas.search.assisted import make_strategy, time_budget
     from einnas.search.run import DEFAULT_EPOCHS, DEFAULT_MAX_ACTIVATIONS, DEFAULT_MAX_PARAMS, DEFAULT_SECONDS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -76,8 +76,7 @@ def main(argv=None) -> int:
             return re
         # as `einnas search` does: proposals too slow for the time budget rank last
         return make_strategy(re, args.predictor, space=space, seed=seed, candidates=args.candidates,
-                             budget=budget_for_training(dataset.sizes()["train"], config.epochs, config.seconds,
-                                                        batch_size=config.batch_size))
+                             budget=time_budget(dataset, config))
 
     methods = args.methods.split(",")
     curves: dict[tuple[str, int], list[float]] = {}

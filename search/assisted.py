@@ -379,11 +379,19 @@ def make_strategy(base: Strategy, surrogate: str, *, space: SearchSpace, seed: i
                   refit_every: int = DEFAULT_REFIT_EVERY, diversity: float = DEFAULT_DIVERSITY,
                   budget=None) -> Strategy:
     """The hook of ``einnas search --surrogate default|PATH``: wrap ``base`` in an :class:`AssistedStrategy`.
-    ``budget`` (a ``SeedBudget`` from ``budget_for_training``): proposals too slow for it rank last."""
+    ``budget`` (a ``SeedBudget``, :func:`time_budget`): proposals too slow for it rank last."""
     strategy = AssistedStrategy(base, SurrogateRanker(_load(surrogate), space), candidates, kappa, refit_every,
                                 diversity)
     strategy.budget = budget
     return strategy
+
+
+def time_budget(dataset, config):
+    """The budget :func:`make_strategy` ranks proposals against: ``config``'s epochs (a ``TrainConfig``)
+    over ``dataset``'s training split within its seconds."""
+    from einnas.grammar import budget_for_training
+
+    return budget_for_training(dataset.sizes()["train"], config.epochs, config.seconds, batch_size=config.batch_size)
 
 
 def make_evaluator(surrogate: str, *, space: SearchSpace, dataset=None) -> Evaluator:

@@ -365,8 +365,7 @@ class Search:
                                               kappa=assisted.DEFAULT_KAPPA if config.kappa is None else config.kappa,
                                               refit_every=assisted.DEFAULT_REFIT_EVERY if config.refit_every is None
                                               else config.refit_every,
-                                              budget=budget_for_training(self.dataset.sizes()["train"], config.epochs,
-                                                                         seconds, batch_size=config.batch_size))
+                                              budget=assisted.time_budget(self.dataset, self.train_config))
             strategy.objectives = objectives  # multi-objective: rank by expected hypervolume improvement
         self.strategy, self.evaluator = strategy, evaluator
 

@@ -63,9 +63,10 @@ class Trees:
         """Flat arrays to save, compactly: children as offsets within their own tree (int16),
         feature indices int16, leaf values float16 (as they are held: see :meth:`from_sklearn`)."""
         tree = _tree_of_nodes(self.roots, len(self.left))
-        small = np.int16 if len(self.left) == 0 or np.diff(np.append(self.roots, len(self.left))).max() < 2**15 \
-            else np.int32  # a tree of more than 32k nodes (depth 15 or more) keeps int32 offsets
-        local = lambda child: np.where(child >= 0, child - self.roots[tree], -1).astype(small)  # noqa: E731
+        sizes = np.diff(np.append(self.roots, len(self.left)))
+        # a tree of 32k nodes or more (depth 15 or more) keeps int32 offsets
+        offsets = np.int16 if sizes.size == 0 or sizes.max() < 2**15 else np.int32
+        local = lambda child: np.where(child >= 0, child - self.roots[tree], -1).astype(offsets)  # noqa: E731
         return {f"{prefix}.left": local(self.left), f"{prefix}.right": local(self.right),
                 f"{prefix}.feature": self.feature.astype(np.int16), f"{prefix}.threshold": self.threshold,
                 f"{prefix}.value": self.value.astype(np.float16), f"{prefix}.roots": self.roots,
