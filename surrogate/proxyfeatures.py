@@ -73,14 +73,20 @@ class ProxyCache:
         if key in self._memory:
             return self._memory[key]
         path = self.folder / f"{key}.json" if self.folder else None
+        known = None
         if path is not None and path.is_file():
             try:
-                value = json.loads(path.read_text())["values"]
-                self._memory[key] = value
-                return value
+                known = json.loads(path.read_text())["values"]
             except (OSError, ValueError, KeyError):
-                pass
-        value = compute_arch(arch, shape, classes, seed=self.seed, grammar=grammar)
+                known = None
+        missing = _names() if known is None else tuple(n for n in _names() if n not in known)
+        if known is not None and not missing:
+            self._memory[key] = known
+            return known
+        # a file written before a proxy was added gets only the new ones computed
+        value = compute_arch(arch, shape, classes, seed=self.seed, grammar=grammar, names=missing)
+        if known is not None and value is not None:
+            value = {**known, **value}
         self._memory[key] = value
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,15 +126,17 @@ class ProxyCache:
         return out
 
 
-def compute_arch(arch: str, shape, classes: int, seed: int = 0, grammar=None, batch=None) -> dict | None:
-    """Proxies of an architecture string (None when they cannot be computed)."""
+def compute_arch(arch: str, shape, classes: int, seed: int = 0, grammar=None, batch=None,
+                 names: Sequence[str] | None = None) -> dict | None:
+    """Proxies ``names`` (default: every feature proxy) of an architecture string (None when
+    they cannot be computed)."""
     if available() is not None:
         return None
     from einnas.surrogate.proxies import proxies_for_arch
 
     try:
         values = proxies_for_arch(arch, tuple(shape), int(classes), batch=batch, seed=seed, grammar=grammar,
-                                  names=_names())
+                                  names=_names() if names is None else tuple(names))
     except (EinnasError, RuntimeError, ValueError, MemoryError):
         return None
     return _clean(values)

@@ -71,7 +71,34 @@ def test_each_proxy_matches_a_hand_computation():
     # counts: parameters, and 2 FLOPs per multiply-add of the two linear layers
     assert got["params"] == 6 * HIDDEN + HIDDEN + HIDDEN * CLASSES + CLASSES
     assert got["flops"] == 2 * (6 * HIDDEN + HIDDEN * CLASSES)
+    # early_fit: log K minus the cross-entropy after 7 Adam steps (lr 0.01) of the hand-written forward
+    ws = weights(net)
+    opt = torch.optim.Adam(ws, lr=0.01)
+    for _ in range(7):
+        opt.zero_grad()
+        F.cross_entropy(hand_forward(x, *ws)[1], y).backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(F.cross_entropy(hand_forward(x, *ws)[1], y))
+    assert got["early_fit"] == pytest.approx(math.log(CLASSES) - after, rel=1e-5)
     assert list(got) == list(PROXY_NAMES)
+
+
+def test_early_fit_rewards_networks_that_fit_the_batch_fast():
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Flatten(), nn.Linear(6, 256), nn.ReLU(), nn.Linear(256, CLASSES))
+    choked = nn.Sequential(nn.Flatten(), nn.Linear(6, 1), nn.ReLU(), nn.Linear(1, CLASSES))  # one unit wide
+    fast, slow = (compute_proxies(n, SHAPE, CLASSES, names=("early_fit",))["early_fit"] for n in (wide, choked))
+    assert fast > slow + 0.1
+    # nothing to train: the figure is log K minus the loss as it is
+    frozen = nn.Sequential(nn.Flatten(), nn.Linear(6, CLASSES))
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    x, y = synthetic_batch(SHAPE, CLASSES, 32, 0)
+    with torch.no_grad():
+        loss = float(F.cross_entropy(frozen(x), y))
+    assert compute_proxies(frozen, SHAPE, CLASSES, names=("early_fit",))["early_fit"] == pytest.approx(
+        math.log(CLASSES) - loss, rel=1e-6)
 
 
 def test_naswot_hooks_every_kind_of_activation_module():
@@ -122,7 +149,7 @@ def test_module_state_is_restored():
     rng = torch.get_rng_state()
     for train_mode in (False, True):
         values = compute_proxies(net, (1, 5, 5), CLASSES, train_mode=train_mode)
-        assert all(math.isfinite(values[n]) for n in ("snip", "grad_norm", "synflow", "naswot", "params"))
+        assert all(math.isfinite(values[n]) for n in ("snip", "grad_norm", "synflow", "naswot", "params", "early_fit"))
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running stats
     assert [m.training for m in net.modules()] == modes
