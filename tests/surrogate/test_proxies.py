@@ -377,8 +377,12 @@ def test_same_values_in_a_fresh_process(exported):
             f"print(json.dumps(p({str(path)!r}, seed=3).values))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     here = proxies_for_onnx(path, seed=3).values
-    # float32 sums may differ in their last bits with the thread count (another test may have set it)
-    assert json.loads(out) == pytest.approx(here, rel=1e-6) and here["snip"] > 0
+    # float32 sums may differ in their last bits with the thread count (another test may have set it);
+    # early_fit is log K minus a float32 loss after 7 steps: equal to that loss's precision
+    there = json.loads(out)
+    assert there["early_fit"] == pytest.approx(here["early_fit"], abs=1e-5)
+    del there["early_fit"], here["early_fit"]
+    assert there == pytest.approx(here, rel=1e-6) and here["snip"] > 0
 
 
 def test_conversion_works_beside_a_broken_torchvision(tmp_path, exported):
