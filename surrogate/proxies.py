@@ -26,8 +26,9 @@ name           value                                                            
 ``early_fit`` is an early-training proxy in the spirit of training-speed estimation (the sum
 of early training losses ranks networks like their final accuracy). Data-free, it measures
 how fast a network memorises random labels; its sign agrees across architecture families
-where SNIP's and synflow's do not (measured on the corpus: Kendall τ +0.25 to +0.57 within
-each of CNN, ResNet, MobileNet, ViT and MLP samples, where SNIP ranges from −0.26 to +0.52).
+where SNIP's and synflow's do not (measured on the corpus: Kendall τ +0.26 to +0.54 within
+each (family, dataset) group of CNN, ResNet, MobileNet, ViT, MLP and einspace samples, where
+SNIP ranges from −0.29 to +0.60).
 
 How they are computed. The module runs in eval mode by default: batch-norm uses
 its running statistics and dropout is off, which is what an ONNX inference graph

@@ -397,3 +397,24 @@ def test_conversion_works_beside_a_broken_torchvision(tmp_path, exported):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fake"), str(path)], capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ["dynamic", "5", "False"]
+
+
+def test_feature_cache_computes_only_the_proxies_a_cached_file_lacks(tmp_path, monkeypatch):
+    from einnas.surrogate import proxyfeatures
+
+    arch, shape = "sequential(linear(16), leakyrelu)", (3, 8, 8)
+    full = proxyfeatures.ProxyCache(tmp_path).get("a1", arch, shape, 5)
+    assert set(full) == set(proxyfeatures._names()) and math.isfinite(full["early_fit"])
+    # a file written before early_fit existed: the old values stay, only the new one is computed
+    (path,) = (tmp_path / f"proxies-v{proxyfeatures.CACHE_VERSION}").glob("*.json")
+    old = {k: v for k, v in full.items() if k != "early_fit"} | {"snip": 123.0}
+    path.write_text(json.dumps({"values": old}))
+    asked = []
+    real = proxyfeatures.compute_arch
+    monkeypatch.setattr(proxyfeatures, "compute_arch", lambda *a, **k: asked.append(k["names"]) or real(*a, **k))
+    got = proxyfeatures.ProxyCache(tmp_path).get("a1", arch, shape, 5)
+    assert asked == [("early_fit",)]
+    assert got["snip"] == 123.0 and got["early_fit"] == pytest.approx(full["early_fit"])
+    assert json.loads(path.read_text())["values"] == got  # written back merged
+    proxyfeatures.ProxyCache(tmp_path).get("a1", arch, shape, 5)
+    assert asked == [("early_fit",)]  # complete now: nothing computed
