@@ -130,6 +130,7 @@ class Scorer:
     def __init__(self, predictor=None, encoder=None, threads: int | None = None, dataset=None,
                  proxies: bool = True, batch_size: int = 64):
         self.predictor = predictor if predictor is not None else load_predictor("default")
+        self.threads = threads  # torch CPU threads for the proxies (None: torch's setting)
         self.encoder = None  # the MiniLM encoder is no longer read by the predictor (texthead.py)
         self.dataset = dataset  # a loaded evaluate.datasets.Dataset, or None
         self.use_proxies = proxies and self.predictor.config.use_proxies
@@ -215,7 +216,7 @@ class Scorer:
                 continue
             large = too_large(int(graph.summary.get("params", 0)), int(graph.summary.get("macs", 0)))
             if self.use_proxies and large is None:
-                value, reason = compute_onnx(path, batch=self.batch)
+                value, reason = compute_onnx(path, batch=self.batch, threads=self.threads)
             else:
                 value, reason = None, (large if self.use_proxies else
                                        "turned off" if self.predictor.config.use_proxies else None)
