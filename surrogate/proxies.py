@@ -378,8 +378,6 @@ def compute_proxies(module, input_shape, num_classes: int, batch=None, seed: int
             except Exception:
                 out["early_fit"] = math.nan
             finally:
-                import torch
-
                 with torch.no_grad():
                     for p, copy in weights:
                         p.copy_(copy)
