@@ -553,11 +553,16 @@ class Search(Command):
                   + (f", rungs at epochs {s['fidelity']['rungs']}" if s.get("fidelity") else "")
                   + (f"; objectives {', '.join(s['objectives'])}" if s.get("objectives", ["accuracy"]) != ["accuracy"] else "")
                   + (f", latency under {s['max_latency']:g} ms" if s.get("max_latency") is not None else "")
-                  + (f"; stops after {runner.config.timeout:g} s" if runner.config.timeout else ""), file=sys.stderr)
+                  + (f"; no new trial after {runner.search_timeout:g} s" if runner.config.timeout else "")
+                  + (f", the final retrain in the rest of {runner.config.timeout:g} s"
+                     if runner.config.timeout and runner.search_timeout != runner.config.timeout else ""),
+                  file=sys.stderr)
         with SearchProgress(args.trials, quiet=args.quiet) as progress:
             outcome = runner.run(progress=progress, finish=False)
         if not args.quiet and not args.no_final and outcome.view.best is not None:
-            print(f"retraining the best (trial {outcome.view.best.number}) in final mode ...", file=sys.stderr)
+            epochs = runner.final_config(outcome.view.best).epochs
+            print(f"retraining the best (trial {outcome.view.best.number}) in final mode, {epochs} epochs ...",
+                  file=sys.stderr)
         runner.finish(outcome)
         report = outcome.report
         if args.format == "json":

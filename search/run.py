@@ -46,6 +46,9 @@ DEFAULT_MAX_PARAMS = 1_000_000  # sampled and mutated candidates stay below this
 DEFAULT_MAX_ACTIVATIONS = 250_000  # elements per sample; at batch 256 that is ~256 MB of float32
 DEFAULT_FINAL_FACTOR = 4  # final retrain epochs = 4 x search epochs (einspace: 8x, at a GPU's pace)
 DEFAULT_PARETO_EXPORT = 8  # front members retrained in final mode and exported (the rest listed in pareto.csv)
+# Share of --timeout kept for the final retrain: the search starts no new trial after the rest,
+# and the retrain trains as many of its epochs as fit in the time then left (final_epochs_within).
+FINAL_SHARE = 0.2
 
 
 @dataclass
@@ -55,7 +58,9 @@ class SearchConfig:
     dataset: str = option(help="digits, mnist1d, mnist5k, addnist5k, or a folder / .npz", required=True)
     trials: int | None = option(None, "evaluated candidates in the study, all workers together")
     # with neither trials nor timeout: default_timeout() for the dataset
-    timeout: float | None = option(None, "seconds after which this worker starts no new trial")
+    timeout: float | None = option(None, "seconds for the whole command, final retrain included: no new trial "
+                                         f"starts after {1 - FINAL_SHARE:.0%} of it, and the retrain trains the "
+                                         "epochs that fit in the rest")
     seed: int = option(0, "search seed: the same command and seed evaluate the same architectures")
     strategy: str = option("re", "re (regularised evolution), random (random sampling), sample (mostly fresh "
                                  "samples, as bench build) or an installed plugin's (einnas.search.STRATEGIES)")
@@ -225,10 +230,23 @@ def expected_trials(timeout: float | None, seconds: float, workers: int = 1) -> 
     return None if timeout is None else max(12, round(4 * max(1, workers) * timeout / seconds))
 
 
+def final_epochs_within(record, seconds_left: float, *, least: int, most: int, scale: float = 1.0) -> int:
+    """Epochs of the final retrain that fit in ``seconds_left``: ``record`` (the trial to
+    retrain) took ``record.seconds`` for its epochs in the search; the retrain's epochs
+    take ``scale`` times as long (train + valid against train). At least ``least``, at most
+    ``most``; ``most`` when the trial's pace is unknown."""
+    curve = (record.attrs or {}).get("curve") or []
+    done = (record.attrs or {}).get("epochs_run") or len(curve)
+    if not record.seconds or not done:
+        return most
+    per_epoch = scale * record.seconds / done
+    return int(min(most, max(least, seconds_left // per_epoch)))
+
+
 def default_timeout(seconds: float) -> float:
     """The search's time limit when neither ``--trials`` nor ``--timeout`` is given: 15
-    per-candidate budgets, 2.5 to 15 minutes (digits and mnist1d: 150 s, so that with the
-    final retrain the whole command takes under 3 minutes; mnist5k: 15 min)."""
+    per-candidate budgets, 2.5 to 15 minutes (digits and mnist1d: 150 s; mnist5k: 15 min),
+    the final retrain included (:data:`FINAL_SHARE`)."""
     return float(min(900.0, max(150.0, 15 * seconds)))
 
 
@@ -413,17 +431,26 @@ class Search:
         except UsageError:
             return []
 
+    @property
+    def search_timeout(self) -> float | None:
+        """Seconds after which no new trial starts: ``--timeout`` less the final retrain's
+        share (:data:`FINAL_SHARE`) when this command retrains the best."""
+        c = self.config
+        if c.timeout is None or not c.final:
+            return c.timeout
+        return c.timeout * (1 - FINAL_SHARE)
+
     def run(self, progress: Progress | None = None, finish: bool = True) -> SearchOutcome:
         """Run the trials with :attr:`workers` processes (this one and ``workers - 1``
         started here, see ``parallel.py``); then (``finish``) write the final results."""
         c = self.config
-        began = time.monotonic()
+        began = self.began = time.monotonic()
         workers = self.workers
         if c.trials is not None and StudyView.of(self.study).counted >= c.trials:
             workers = 1  # nothing left to do: no processes to start
         with Workers(c, workers):
             stats = run_worker(
-                self.study, self.strategy, self.evaluator, seed=c.seed, trials=c.trials, timeout=c.timeout,
+                self.study, self.strategy, self.evaluator, seed=c.seed, trials=c.trials, timeout=self.search_timeout,
                 progress=progress, heartbeat_interval=c.heartbeat_interval, grace_period=c.grace_period,
                 rungs=self.rungs,
             )
@@ -436,15 +463,29 @@ class Search:
             self.finish(outcome)
         return outcome
 
-    def final_config(self) -> "TrainConfig":
+    def final_config(self, best=None) -> "TrainConfig":
         """How the best (and the Pareto front's members) are retrained: train + valid, longer,
-        no time limit, every free core, random translation of images (``--final-shift``)."""
+        no time limit, every free core, random translation of images (``--final-shift``).
+
+        With ``--timeout`` (and no ``--final-epochs``), the epochs are those of the default
+        that fit in the time the command has left, judged by the ``best`` trial's pace
+        (:func:`final_epochs_within`)."""
         from einnas.evaluate.trainer import auto_shift
 
         c = self.config
         shift = auto_shift(self.dataset.input_shape) if c.final_shift is None else c.final_shift
+        epochs = c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs
+        began, planned = getattr(self, "began", None), getattr(self, "planned_final", None)
+        if planned is not None and best is not None and planned[0] == best.number:
+            epochs = planned[1]  # decided once (the command line announces it before the retrain)
+        elif c.final_epochs is None and c.timeout is not None and best is not None and began is not None:
+            sizes = self.dataset.sizes()
+            left = c.timeout - (time.monotonic() - began)
+            epochs = final_epochs_within(best, left, least=min(c.epochs, epochs), most=epochs,
+                                         scale=(sizes["train"] + sizes["valid"]) / max(1, sizes["train"]))
+            self.planned_final = (best.number, epochs)
         # One model now, so the final retrain may use every core that is free.
-        return replace(self.train_config, epochs=c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs, seconds=None,
+        return replace(self.train_config, epochs=epochs, seconds=None,
                        max_params=None, threads=max(c.threads or 1, free_cores()), shift=shift)
 
     def finish(self, outcome: SearchOutcome) -> None:
@@ -457,7 +498,7 @@ class Search:
         files: dict = {}
         final = None
         if c.final and view.best is not None:
-            config = self.final_config()
+            config = self.final_config(view.best)
             final = retrain_best(view, self.space, self.dataset, config, seed=c.seed, device=c.device,
                                  onnx_path=out / "best.onnx", metadata={"study": self.study_name})
             if final is not None and final.onnx:
