@@ -560,8 +560,15 @@ class Search(Command):
         with SearchProgress(args.trials, quiet=args.quiet) as progress:
             outcome = runner.run(progress=progress, finish=False)
         if not args.quiet and not args.no_final and outcome.view.best is not None:
-            epochs = runner.final_config(outcome.view.best).epochs
-            print(f"retraining the best (trial {outcome.view.best.number}) in final mode, {epochs} epochs ...",
+            config = runner.final_config()
+            if config.fit_seconds is None:
+                epochs = f"{config.epochs} epochs"
+            elif config.fit_seconds < 1:
+                epochs = f"{config.fit_min_epochs} epochs (--epochs: --timeout is spent)"
+            else:
+                epochs = (f"up to {config.epochs} epochs, as many as fit in the {config.fit_seconds:.0f} s "
+                          "--timeout leaves")
+            print(f"retraining the best (trial {outcome.view.best.number}) in final mode, {epochs} ...",
                   file=sys.stderr)
         runner.finish(outcome)
         report = outcome.report

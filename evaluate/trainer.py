@@ -60,6 +60,11 @@ class TrainConfig:
     # Random translation of image inputs by up to this many pixels per training sample
     # (edge pixels replicated; 0 = none, einspace's protocol). Tokens are never shifted.
     shift: int = 0
+    # Seconds the whole call should fit in (None = no such goal): after the first epoch the
+    # epochs are cut to those that fit at its pace (never below fit_min_epochs), and the cosine
+    # schedule anneals over the epochs kept. Unlike `seconds`, overrunning it is no failure.
+    fit_seconds: float | None = None
+    fit_min_epochs: int = 1
 
 
 @dataclass
@@ -335,14 +340,17 @@ class _Run:
         bs = min(cfg.batch_size, n)
         # A last batch of one sample breaks BatchNorm in training mode; drop only that one.
         batches = n // bs + (1 if n % bs > 1 else 0)
-        total_steps = cfg.epochs * batches
+        epochs = cfg.epochs  # fit_seconds may cut it after the first epoch
+        total_steps = epochs * batches
         optimizer = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
         generator = torch.Generator().manual_seed(seed)  # shuffling has its own stream
         check_every = 1 if device.type == "cpu" else 25  # a finite-loss check syncs CUDA
         step = 0
-        for epoch in range(1, cfg.epochs + 1):
+        epoch = 0
+        while epoch < epochs:
+            epoch += 1
             t0 = time.perf_counter()
             model.train()
             perm = torch.randperm(n, generator=generator).to(device)
@@ -379,18 +387,21 @@ class _Run:
             val_acc = val_loss = None
             if not self.final:
                 val_acc, val_loss = self._evaluate(model, ds.valid, f"validating epoch {epoch}")
-            stats = EpochStats(epoch, cfg.epochs, train_loss, val_acc, val_loss, time.perf_counter() - self.start)
+            if epoch == 1 and cfg.fit_seconds is not None and epochs > 1:
+                epochs = _epochs_that_fit(cfg, time.perf_counter() - t0, time.perf_counter() - self.start)
+                total_steps = epochs * batches  # the rest of the cosine anneals over the epochs kept
+            stats = EpochStats(epoch, epochs, train_loss, val_acc, val_loss, time.perf_counter() - self.start)
             res.curve.append(stats)
             res.epochs_run = epoch
-            if self.progress is not None and self.progress(stats) is True and epoch < cfg.epochs:
+            if self.progress is not None and self.progress(stats) is True and epoch < epochs:
                 res.stopped = True  # the caller stops it here (e.g. a multi-fidelity rung)
                 break
-            if epoch == 1 and cfg.epochs > 1 and cfg.seconds is not None:
-                projected = (time.perf_counter() - self.start) * cfg.epochs
+            if epoch == 1 and epochs > 1 and cfg.seconds is not None:
+                projected = (time.perf_counter() - self.start) * epochs
                 if projected > 1.25 * cfg.seconds:
                     raise _Failure(
                         "timeout",
-                        f"projected {projected:.1f} s for {cfg.epochs} epochs after epoch 1 > "
+                        f"projected {projected:.1f} s for {epochs} epochs after epoch 1 > "
                         f"time budget of {cfg.seconds:g} s",
                     )
         res.val_acc = res.curve[-1].val_acc
@@ -422,6 +433,14 @@ class _Run:
 
 AUTO_SHIFT = 2  # pixels: the final retrain's translation for images of AUTO_SHIFT_MIN_SIDE and more a side
 AUTO_SHIFT_MIN_SIDE = 16
+
+
+def _epochs_that_fit(cfg: TrainConfig, epoch_seconds: float, elapsed: float) -> int:
+    """Epochs of a ``fit_seconds`` run, decided after its first: the first (``elapsed``
+    seconds into the call, ``epoch_seconds`` of them its own) and as many more at its pace
+    as fit in the rest; at least ``fit_min_epochs``, at most ``epochs``."""
+    more = (cfg.fit_seconds - elapsed) // max(epoch_seconds, 1e-9)
+    return int(min(cfg.epochs, max(cfg.fit_min_epochs, 1 + max(0, more))))
 
 
 def auto_shift(input_shape) -> int:

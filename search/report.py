@@ -56,8 +56,9 @@ def retrain_best(
         tried.append(record.number)
         arch = space.parse(record.arch)
         trained, module = train_final(arch, dataset, config, seed=seed, device=device)
+        epochs = trained.epochs_run if trained.ok else config.epochs  # fit_seconds may have cut them
         result = FinalResult(
-            record.number, arch.archid, trained.ok, trained.test_acc, config.epochs, trained.seconds,
+            record.number, arch.archid, trained.ok, trained.test_acc, epochs, trained.seconds,
             trained.reason, trained.detail, tried=list(tried), shift=config.shift,
         )
         if not trained.ok:

@@ -47,7 +47,7 @@ DEFAULT_MAX_ACTIVATIONS = 250_000  # elements per sample; at batch 256 that is ~
 DEFAULT_FINAL_FACTOR = 4  # final retrain epochs = 4 x search epochs (einspace: 8x, at a GPU's pace)
 DEFAULT_PARETO_EXPORT = 8  # front members retrained in final mode and exported (the rest listed in pareto.csv)
 # Share of --timeout kept for the final retrain: the search starts no new trial after the rest,
-# and the retrain trains as many of its epochs as fit in the time then left (final_epochs_within).
+# and the retrain trains as many of its epochs as fit in the time then left (TrainConfig.fit_seconds).
 FINAL_SHARE = 0.2
 
 
@@ -228,19 +228,6 @@ def expected_trials(timeout: float | None, seconds: float, workers: int = 1) -> 
     20; mnist5k, 15 min: 32, population 10; two workers: mnist5k 64, population 21).
     None without a time limit."""
     return None if timeout is None else max(12, round(4 * max(1, workers) * timeout / seconds))
-
-
-def final_epochs_within(record, seconds_left: float, *, least: int, most: int, scale: float = 1.0) -> int:
-    """Epochs of the final retrain that fit in ``seconds_left``: ``record`` (the trial to
-    retrain) took ``record.seconds`` for its epochs in the search; the retrain's epochs
-    take ``scale`` times as long (train + valid against train). At least ``least``, at most
-    ``most``; ``most`` when the trial's pace is unknown."""
-    curve = (record.attrs or {}).get("curve") or []
-    done = (record.attrs or {}).get("epochs_run") or len(curve)
-    if not record.seconds or not done:
-        return most
-    per_epoch = scale * record.seconds / done
-    return int(min(most, max(least, seconds_left // per_epoch)))
 
 
 def default_timeout(seconds: float) -> float:
@@ -463,30 +450,25 @@ class Search:
             self.finish(outcome)
         return outcome
 
-    def final_config(self, best=None) -> "TrainConfig":
+    def final_config(self) -> "TrainConfig":
         """How the best (and the Pareto front's members) are retrained: train + valid, longer,
         no time limit, every free core, random translation of images (``--final-shift``).
 
-        With ``--timeout`` (and no ``--final-epochs``), the epochs are those of the default
-        that fit in the time the command has left, judged by the ``best`` trial's pace
-        (:func:`final_epochs_within`)."""
+        With ``--timeout`` (and no ``--final-epochs``), the retrain aims to end with it: after
+        its first epoch it keeps as many of its epochs as fit in the time the command has
+        left, never fewer than ``--epochs`` (``TrainConfig.fit_seconds``)."""
         from einnas.evaluate.trainer import auto_shift
 
         c = self.config
         shift = auto_shift(self.dataset.input_shape) if c.final_shift is None else c.final_shift
         epochs = c.final_epochs or DEFAULT_FINAL_FACTOR * c.epochs
-        began, planned = getattr(self, "began", None), getattr(self, "planned_final", None)
-        if planned is not None and best is not None and planned[0] == best.number:
-            epochs = planned[1]  # decided once (the command line announces it before the retrain)
-        elif c.final_epochs is None and c.timeout is not None and best is not None and began is not None:
-            sizes = self.dataset.sizes()
-            left = c.timeout - (time.monotonic() - began)
-            epochs = final_epochs_within(best, left, least=min(c.epochs, epochs), most=epochs,
-                                         scale=(sizes["train"] + sizes["valid"]) / max(1, sizes["train"]))
-            self.planned_final = (best.number, epochs)
+        fit = None
+        if c.final_epochs is None and c.timeout is not None and getattr(self, "began", None) is not None:
+            fit = c.timeout - (time.monotonic() - self.began)
         # One model now, so the final retrain may use every core that is free.
-        return replace(self.train_config, epochs=epochs, seconds=None,
-                       max_params=None, threads=max(c.threads or 1, free_cores()), shift=shift)
+        return replace(self.train_config, epochs=epochs, seconds=None, max_params=None,
+                       threads=max(c.threads or 1, free_cores()), shift=shift,
+                       fit_seconds=fit, fit_min_epochs=min(c.epochs, epochs))
 
     def finish(self, outcome: SearchOutcome) -> None:
         """Retrain the best (final mode), export it to ONNX, write the plot and the report."""
@@ -498,7 +480,7 @@ class Search:
         files: dict = {}
         final = None
         if c.final and view.best is not None:
-            config = self.final_config(view.best)
+            config = self.final_config()
             final = retrain_best(view, self.space, self.dataset, config, seed=c.seed, device=c.device,
                                  onnx_path=out / "best.onnx", metadata={"study": self.study_name})
             if final is not None and final.onnx:
@@ -506,7 +488,10 @@ class Search:
         if self.objectives.multi and view.completed:
             from einnas.search.front import export_front
 
-            config = self.final_config()
+            # every member with the epochs the best was retrained for (what --timeout left it)
+            config = replace(self.final_config(), fit_seconds=None)
+            if final is not None and final.ok:
+                config = replace(config, epochs=final.epochs)
             rows = export_front(view, self.objectives, self.space, self.dataset, config, out,
                                 seed=c.seed, device=c.device, limit=c.pareto_export if c.final else 0,
                                 final=final, metadata={"study": self.study_name})

@@ -333,3 +333,26 @@ def test_shift_changes_training_but_not_its_determinism(blobs):
     assert plain.ok and shifted.ok
     assert [s.train_loss for s in shifted.curve] == [s.train_loss for s in again.curve]
     assert [s.train_loss for s in shifted.curve] != [s.train_loss for s in plain.curve]
+
+
+def test_fit_seconds_keeps_the_epochs_that_fit_and_anneals_over_them(blobs, monkeypatch):
+    seen = []
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "SGD", Recording)
+    # out of time from the start: the least epochs allowed, not a failure
+    result = train(mlp, blobs, cfg(epochs=20, batch_size=100, lr=0.1, fit_seconds=0.0, fit_min_epochs=3), seed=0)
+    assert result.ok and result.epochs_run == 3 and [s.epochs for s in result.curve] == [3, 3, 3]
+    # epoch 1 on the schedule of 20 epochs (60 steps), the rest annealed over the 3 kept (9 steps)
+    expected = [0.05 * (1 + np.cos(np.pi * k / 60)) for k in range(3)] \
+        + [0.05 * (1 + np.cos(np.pi * k / 9)) for k in range(3, 9)]
+    assert seen == pytest.approx(expected) and seen[-1] < 0.005
+    seen.clear()
+    assert train(mlp, blobs, cfg(epochs=4, batch_size=100, fit_seconds=1e6), seed=0).epochs_run == 4  # all fit
+    # about 0.2 s an epoch (3 steps and a validation pass of 50 ms sleeps each): a second's worth is kept
+    slow = train(lambda: SlowNet(0.05), blobs, cfg(epochs=50, batch_size=128, fit_seconds=1.0), seed=0)
+    assert slow.ok and 1 <= slow.epochs_run <= 6

@@ -63,22 +63,8 @@ def test_default_start_is_the_scaled_seeds_where_the_grammar_expresses_them(tmp_
     assert mlp.strategy.init == ()
 
 
-def test_final_retrain_epochs_fit_the_time_left():
-    from types import SimpleNamespace
-
-    from einnas.search.run import final_epochs_within
-
-    trial = SimpleNamespace(seconds=10.0, attrs={"curve": [0.5] * 8})  # 1.25 s an epoch in the search
-    assert final_epochs_within(trial, 20.0, least=8, most=32) == 16
-    assert final_epochs_within(trial, 20.0, least=8, most=32, scale=1.25) == 12  # train + valid: 1.5625 s an epoch
-    assert final_epochs_within(trial, 1000.0, least=8, most=32) == 32
-    assert final_epochs_within(trial, -5.0, least=8, most=32) == 8  # out of time: the search's own epochs
-    assert final_epochs_within(SimpleNamespace(seconds=None, attrs={}), 1.0, least=8, most=32) == 32  # pace unknown
-
-
 def test_timeout_covers_the_final_retrain(tmp_path):
     import time
-    from types import SimpleNamespace
 
     from einnas.search.run import FINAL_SHARE, Search, SearchConfig
 
@@ -89,18 +75,12 @@ def test_timeout_covers_the_final_retrain(tmp_path):
     timed = search("a")
     assert timed.search_timeout == pytest.approx(100.0 * (1 - FINAL_SHARE))
     assert search("b", final=False).search_timeout == 100.0  # nothing to retrain: the whole time searches
-    best = SimpleNamespace(number=3, seconds=10.0, attrs={"epochs_run": 8})
-    sizes = timed.dataset.sizes()
-    per_epoch = 10.0 / 8 * (sizes["train"] + sizes["valid"]) / sizes["train"]
-    timed.began = time.monotonic() - 100.0 + 15 * per_epoch + 0.5  # about 15 epochs' time left
-    assert timed.final_config(best).epochs == 15
-    assert timed.final_config(best).epochs == 15  # decided once: announced, then trained
-    late = search("c")
-    late.began = time.monotonic() - 99.0
-    assert late.final_config(best).epochs == 8  # out of time: the search's own epochs, not fewer
+    timed.began = time.monotonic() - 70.0
+    config = timed.final_config()
+    assert config.epochs == 32 and 29.0 < config.fit_seconds <= 30.0 and config.fit_min_epochs == 8
     fixed = search("d", final_epochs=40)
     fixed.began = time.monotonic() - 99.0
-    assert fixed.final_config(best).epochs == 40  # --final-epochs is not cut
+    assert fixed.final_config().epochs == 40 and fixed.final_config().fit_seconds is None  # not cut
     untimed = Search(SearchConfig(dataset="digits", trials=3, out=str(tmp_path / "e"), workers=1, init="random"))
     untimed.began = time.monotonic() - 1e6
-    assert untimed.final_config(best).epochs == 32 and untimed.search_timeout is None
+    assert untimed.final_config().fit_seconds is None and untimed.search_timeout is None
