@@ -101,7 +101,8 @@ class SearchConfig:
     final: bool = option(True, "retrain the best in final mode and export it",
                          off="skip the final retrain and ONNX export (e.g. extra workers)")
     final_epochs: int | None = option(None, f"epochs of the final retrain of the best (default "
-                                            f"{DEFAULT_FINAL_FACTOR} x --epochs)")
+                                            f"{DEFAULT_FINAL_FACTOR} x --epochs, fewer where --timeout leaves less "
+                                            "time; given, they are never cut)")
     final_shift: int | None = option(None, "pixels of random translation while retraining the best (default: 2 for "
                                            "images of 16 pixels a side or more, else 0; 0: none)")
     grammar: str | None = None
