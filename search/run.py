@@ -58,9 +58,9 @@ class SearchConfig:
     dataset: str = option(help="digits, mnist1d, mnist5k, addnist5k, or a folder / .npz", required=True)
     trials: int | None = option(None, "evaluated candidates in the study, all workers together")
     # with neither trials nor timeout: default_timeout() for the dataset
-    timeout: float | None = option(None, "seconds for the whole command, final retrain included: no new trial "
-                                         f"starts after {1 - FINAL_SHARE:.0%} of it, and the retrain trains the "
-                                         "epochs that fit in the rest")
+    timeout: float | None = option(None, "seconds the whole command aims to take, final retrain included: no new "
+                                         f"trial starts after {1 - FINAL_SHARE:.0%} of it (running ones finish), "
+                                         "and the retrain keeps the epochs that fit in the rest")
     seed: int = option(0, "search seed: the same command and seed evaluate the same architectures")
     strategy: str = option("re", "re (regularised evolution), random (random sampling), sample (mostly fresh "
                                  "samples, as bench build) or an installed plugin's (einnas.search.STRATEGIES)")
