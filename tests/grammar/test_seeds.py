@@ -229,10 +229,11 @@ def test_a_1d_cnn_trains_on_the_image_view():
 @pytest.mark.parametrize("name", sorted(p.stem for p in REFERENCES.glob("*.arch")))
 def test_reference_architectures_build_for_their_task(name):
     task = name.split("_")[0]
-    shape = {"digits": (1, 8, 8), "mnist1d": (1, 1, 40), "mnist5k": (1, 28, 28)}[task]
+    shape, classes = {"digits": ((1, 8, 8), 10), "mnist1d": ((1, 1, 40), 10), "mnist5k": ((1, 28, 28), 10),
+                      "addnist5k": ((3, 28, 28), 20)}[task]
     arch = resolve_arch(f"@{REFERENCES / f'{name}.arch'}")
-    net = build_network(arch, shape, 10)
-    assert net(torch.randn(2, *shape)).shape == (2, 10)
+    net = build_network(arch, shape, classes)
+    assert net(torch.randn(2, *shape)).shape == (2, classes)
 
 
 def test_built_networks_pickle_and_round_trip():
