@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from einnas.search.loop import training_seed
@@ -62,6 +62,8 @@ def retrain_best(
             trained.reason, trained.detail, tried=list(tried), shift=config.shift,
         )
         if not trained.ok:
+            if config.fit_seconds is not None:  # the next candidate fits in what this one left
+                config = replace(config, fit_seconds=config.fit_seconds - trained.seconds)
             continue
         if onnx_path is not None:
             export_final(module, arch, dataset, onnx_path, {

@@ -84,3 +84,26 @@ def test_timeout_covers_the_final_retrain(tmp_path):
     untimed = Search(SearchConfig(dataset="digits", trials=3, out=str(tmp_path / "e"), workers=1, init="random"))
     untimed.began = time.monotonic() - 1e6
     assert untimed.final_config().fit_seconds is None and untimed.search_timeout is None
+
+
+def test_a_failed_final_retrain_leaves_the_next_candidate_the_time_that_is_left(monkeypatch):
+    from types import SimpleNamespace
+
+    import einnas.search.report as report
+    from einnas.evaluate import TrainConfig
+
+    seen = []
+
+    def fake_train_final(arch, dataset, config, *, seed, device):
+        seen.append(config.fit_seconds)
+        ok = len(seen) == 2  # the best fails (say, out of memory), the next trains
+        return SimpleNamespace(ok=ok, test_acc=0.9 if ok else None, epochs_run=20 if ok else 0, seconds=30.0,
+                               reason=None if ok else "oom", detail=""), None
+
+    monkeypatch.setattr(report, "train_final", fake_train_final)
+    records = [SimpleNamespace(number=n, arch=f"a{n}", value=0.9 - n / 10) for n in (4, 7, 9)]
+    view = SimpleNamespace(top=lambda k: records[:k])
+    space = SimpleNamespace(parse=lambda text: SimpleNamespace(archid=text))
+    result = report.retrain_best(view, space, None, TrainConfig(epochs=32, fit_seconds=100.0), seed=0)
+    assert seen == [100.0, 70.0] and result.ok and result.number == 7 and result.tried == [4, 7]
+    assert result.epochs == 20  # what was trained, not the 32 asked
