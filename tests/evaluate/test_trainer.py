@@ -282,7 +282,9 @@ def test_time_budget_is_checked_inside_the_backward_pass(blobs):
     assert result.samples == 0 and torch.equal(net.first.weight.detach(), before)  # no optimiser step taken
 
 
-def test_learning_rate_follows_the_cosine_schedule(blobs, monkeypatch):
+@pytest.fixture
+def learning_rates(monkeypatch):
+    """The learning rate of every optimiser step the trainer takes (SGD recorded)."""
     seen = []
 
     class Recording(torch.optim.SGD):
@@ -291,6 +293,11 @@ def test_learning_rate_follows_the_cosine_schedule(blobs, monkeypatch):
             return super().step(closure)
 
     monkeypatch.setattr(torch.optim, "SGD", Recording)
+    return seen
+
+
+def test_learning_rate_follows_the_cosine_schedule(blobs, learning_rates):
+    seen = learning_rates
     result = train(mlp, blobs, cfg(epochs=4, batch_size=100, lr=0.1), seed=0)  # 3 steps per epoch
     assert result.ok and len(seen) == 12
     total = len(seen)
@@ -335,15 +342,8 @@ def test_shift_changes_training_but_not_its_determinism(blobs):
     assert [s.train_loss for s in shifted.curve] != [s.train_loss for s in plain.curve]
 
 
-def test_fit_seconds_keeps_the_epochs_that_fit_and_anneals_over_them(blobs, monkeypatch):
-    seen = []
-
-    class Recording(torch.optim.SGD):
-        def step(self, closure=None):
-            seen.append(self.param_groups[0]["lr"])
-            return super().step(closure)
-
-    monkeypatch.setattr(torch.optim, "SGD", Recording)
+def test_fit_seconds_keeps_the_epochs_that_fit_and_anneals_over_them(blobs, learning_rates):
+    seen = learning_rates
     # out of time from the start: the least epochs allowed, not a failure
     result = train(mlp, blobs, cfg(epochs=20, batch_size=100, lr=0.1, fit_seconds=0.0, fit_min_epochs=3), seed=0)
     assert result.ok and result.epochs_run == 3 and [s.epochs for s in result.curve] == [3, 3, 3]
